@@ -1,0 +1,24 @@
+# The two commands a new user needs: `make demo` runs the main job on the CPU with a tiny model,
+# `make test` runs the CPU test suite. Both create or reuse .venv (scripts/setup_env.sh).
+VENV ?= .venv
+PY := $(VENV)/bin/python
+
+.PHONY: setup demo test test-fast test-slow bench clean
+
+setup:
+	@bash scripts/setup_env.sh $(VENV)
+
+demo: setup
+	$(PY) -m megatron_uniapl.demo
+
+# Fast in-process tests first, then the multi-process and engine tests, so a broken basic
+# fails in seconds.
+test: setup
+	$(PY) -m pytest -m "not slow" -q
+	$(PY) -m pytest -m "slow" -q
+
+bench: setup
+	$(PY) tools/bench.py
+
+clean:
+	rm -rf runs .pytest_cache

@@ -1,0 +1,1 @@
+"""Pure Hugging Face <-> Megatron-Core name and tensor mapping for Qwen3."""

@@ -1,0 +1,1 @@
+"""Data records, JSONL readers with validation, chat templating and packing."""

