@@ -1,0 +1,69 @@
+"""Tiny randomly initialized Qwen3 checkpoints in Hugging Face format, for the CPU demo and tests.
+
+No Qwen3 weights of a usable size can be had offline, so the CPU paths use the real tokenizer with
+a tiny random model of the real architecture. `head_dim` stays >= 32 because the CPU build of
+vLLM fails below that, and the vocabulary is Qwen3's real (padded) one so the tokenizer matches.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from megatron_uniapl.assets import TOKENIZER_FILES, qwen3_tokenizer_dir
+
+QWEN3_VOCAB_SIZE = 151936
+"""Qwen3's embedding rows: the tokenizer's 151,669 tokens padded for efficient matmuls."""
+
+
+def tiny_qwen3_config(**overrides):
+    """A `transformers.Qwen3Config` small enough for fast CPU tests; keyword arguments override."""
+    from transformers import Qwen3Config
+
+    fields = dict(
+        vocab_size=QWEN3_VOCAB_SIZE,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=32,
+        max_position_embeddings=512,
+        rope_theta=1_000_000.0,
+        rms_norm_eps=1e-6,
+        tie_word_embeddings=True,
+        torch_dtype="float32",
+        bos_token_id=151643,
+        eos_token_id=151645,
+        pad_token_id=151643,
+    )
+    fields.update(overrides)
+    return Qwen3Config(**fields)
+
+
+def create_tiny_qwen3(out_dir: str | Path, seed: int = 0, with_tokenizer: bool = True, **overrides) -> Path:
+    """Write a random tiny Qwen3 (safetensors + config.json, tokenizer files too) to `out_dir`.
+
+    Weights are drawn with a larger spread than transformers' default init (std 0.02) so that
+    logits differ visibly between positions: parity tests then catch mapping mistakes.
+    """
+    import torch
+    from transformers import Qwen3ForCausalLM
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    config = tiny_qwen3_config(**overrides)
+    torch.manual_seed(seed)
+    model = Qwen3ForCausalLM(config)
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if name.endswith("norm.weight"):
+                param.copy_(1.0 + 0.1 * torch.randn_like(param))
+            else:
+                param.normal_(0.0, 0.08)
+    model.save_pretrained(out, safe_serialization=True)
+    if with_tokenizer:
+        src = qwen3_tokenizer_dir()
+        for name in TOKENIZER_FILES:
+            shutil.copyfile(src / name, out / name)
+    return out
