@@ -1,0 +1,154 @@
+"""Model checkpoints in Megatron's distributed format, published atomically.
+
+Directory layout of a converted model (`MCORE`):
+
+    MCORE/
+      uniapl_model.json   written last: format version, HF config, layer spec, layout, dtype
+      hf/                 config.json (+ generation_config.json, tokenizer files when present)
+      weights/            megatron.core.dist_checkpointing (torch_dist) files
+
+The weights are stored as global tensors with sharding metadata, so a checkpoint written at one
+TP/PP layout loads at any other. Everything is first written to a sibling `MCORE.partial-*`
+directory and renamed into place only when complete: a crash leaves either the old checkpoint or
+none, never one that looks complete but is not.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+
+from megatron_uniapl.assets import TOKENIZER_FILES
+
+logger = logging.getLogger(__name__)
+
+FORMAT = "megatron_uniapl.model/1"
+META_NAME = "uniapl_model.json"
+HF_EXTRA_FILES = ("generation_config.json", "tokenizer.model", "special_tokens_map.json", "added_tokens.json")
+
+
+class CheckpointExistsError(FileExistsError):
+    """The output directory already holds a checkpoint and overwriting was not requested."""
+
+
+class IncompleteCheckpointError(FileNotFoundError):
+    """A directory that is not a complete megatron_uniapl model checkpoint."""
+
+
+@dataclass
+class ModelCheckpointMeta:
+    """What `uniapl_model.json` records about a model checkpoint."""
+
+    hf_config: dict
+    """The Hugging Face config.json of the architecture."""
+    spec: str
+    """Layer spec the weights were saved from ("portable" or "te"): parameter keys depend on it."""
+    tensor_parallel: int
+    """TP size at save time (informational: any layout can load)."""
+    pipeline_parallel: int
+    """PP size at save time (informational)."""
+    dtype: str
+    """Parameter dtype at save time."""
+    has_tokenizer: bool
+    """Whether `hf/` holds tokenizer files."""
+
+    def to_json(self) -> dict:
+        return {"format": FORMAT, **self.__dict__}
+
+    @classmethod
+    def read(cls, mcore_dir: str | Path) -> "ModelCheckpointMeta":
+        path = Path(mcore_dir) / META_NAME
+        if not path.is_file():
+            hint = " (an interrupted write leaves a *.partial-* directory beside it)" if Path(mcore_dir).exists() else ""
+            raise IncompleteCheckpointError(f"{mcore_dir}: no {META_NAME}; not a complete checkpoint{hint}")
+        data = json.loads(path.read_text())
+        if data.get("format") != FORMAT:
+            raise IncompleteCheckpointError(f"{path}: format {data.get('format')!r}, expected {FORMAT!r}")
+        data.pop("format")
+        return cls(**data)
+
+
+def is_checkpoint(path: str | Path) -> bool:
+    return (Path(path) / META_NAME).is_file()
+
+
+def check_output_dir(out_dir: str | Path, overwrite: bool) -> None:
+    """Refuse to write over an existing checkpoint (or any non-empty directory) unless told to."""
+    out = Path(out_dir)
+    if out.exists() and any(out.iterdir()) and not overwrite:
+        what = "a checkpoint" if is_checkpoint(out) else "files"
+        raise CheckpointExistsError(f"{out} already holds {what}; pass --overwrite to replace it")
+
+
+def staging_dir(out_dir: str | Path, token: str) -> Path:
+    """The sibling directory a checkpoint is written into before it is published."""
+    out = Path(out_dir)
+    return out.parent / f"{out.name}.partial-{token}"
+
+
+def new_token() -> str:
+    """A token shared by all ranks (rank 0 draws it and broadcasts)."""
+    token = [uuid.uuid4().hex[:12]]
+    if dist.is_initialized() and dist.get_world_size() > 1:
+        dist.broadcast_object_list(token, src=0)
+    return token[0]
+
+
+def publish(stage: Path, out_dir: str | Path) -> None:
+    """Atomically make `stage` visible as `out_dir` (rank 0 only), replacing an old one."""
+    out = Path(out_dir)
+    if out.exists():
+        old = out.parent / f"{out.name}.old-{uuid.uuid4().hex[:8]}"
+        os.replace(out, old)
+        os.replace(stage, out)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(stage, out)
+
+
+def copy_hf_files(hf_dir: str | Path, dest: Path) -> bool:
+    """Copy config, generation config and tokenizer files; returns whether a tokenizer was found."""
+    dest.mkdir(parents=True, exist_ok=True)
+    src = Path(hf_dir)
+    shutil.copyfile(src / "config.json", dest / "config.json")
+    for name in HF_EXTRA_FILES + TOKENIZER_FILES:
+        if (src / name).is_file():
+            shutil.copyfile(src / name, dest / name)
+    return (src / "tokenizer.json").is_file() or (src / "tokenizer.model").is_file()
+
+
+def save_model_weights(model_chunks: list[torch.nn.Module], weights_dir: Path) -> None:
+    """Collective: every rank saves its shards of every chunk into `weights_dir`."""
+    from megatron.core import dist_checkpointing
+
+    if not dist.is_initialized() or dist.get_rank() == 0:
+        weights_dir.mkdir(parents=True, exist_ok=True)
+    if dist.is_initialized():
+        dist.barrier()
+    dist_checkpointing.save(_sharded_state_dict(model_chunks), str(weights_dir))
+
+
+def load_model_weights(model_chunks: list[torch.nn.Module], weights_dir: Path) -> None:
+    """Collective: every rank reads its shards (at its own TP/PP layout) from `weights_dir`."""
+    from megatron.core import dist_checkpointing
+
+    state = dist_checkpointing.load(_sharded_state_dict(model_chunks), str(weights_dir))
+    if len(model_chunks) == 1:
+        model_chunks[0].load_state_dict(state, strict=True)
+    else:
+        for i, chunk in enumerate(model_chunks):
+            chunk.load_state_dict(state[f"model{i}"], strict=True)
+
+
+def _sharded_state_dict(model_chunks: list[torch.nn.Module]) -> dict:
+    if len(model_chunks) == 1:
+        return model_chunks[0].sharded_state_dict()
+    return {f"model{i}": chunk.sharded_state_dict() for i, chunk in enumerate(model_chunks)}

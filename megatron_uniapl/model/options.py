@@ -1,0 +1,70 @@
+"""Typed options for building a Qwen3 model on Megatron-Core: parallel layout and precision.
+
+These describe *how* to run the architecture (which comes from the Hugging Face config); they are
+the model section of a run's configuration and of the conversion tool.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+@dataclass
+class ModelOptions:
+    """How to build and parallelize the model."""
+
+    tensor_parallel: int = 1
+    """Tensor-parallel size: attention heads, MLP width and vocabulary are split over this many ranks."""
+    pipeline_parallel: int = 1
+    """Pipeline-parallel size: layers are split into this many consecutive stages."""
+    virtual_pipeline_stages: int | None = None
+    """Interleaved pipeline chunks per rank (None = plain 1F1B). Over gloo it needs
+    batch_p2p_comm=False to be exact (ENVIRONMENT.md); the training loop sets that."""
+    context_parallel: int = 1
+    """Context-parallel size (sequence split for attention); needs the Transformer Engine spec."""
+    sequence_parallel: bool = False
+    """Megatron sequence parallelism for norms/dropout; needs the Transformer Engine spec and TP > 1."""
+    spec: Literal["auto", "te", "portable"] = "auto"
+    """Layer implementation: Transformer Engine ("te"), torch-SDPA portable ("portable"), or TE
+    when importable and a GPU exists, else portable ("auto")."""
+    dtype: Literal["float32", "bfloat16", "float16"] = "bfloat16"
+    """Parameter and activation dtype. Tests and CPU parity use float32."""
+    fp8: Literal["e4m3", "hybrid"] | None = None
+    """FP8 GEMM format (Transformer Engine only, Hopper-class GPUs); None disables FP8."""
+    fp8_recipe: Literal["delayed", "tensorwise", "blockwise", "mxfp8"] = "tensorwise"
+    """FP8 scaling recipe passed to Transformer Engine."""
+    recompute_activations: bool = False
+    """Recompute each layer's activations in the backward pass (full, uniform) to save memory."""
+    use_cpu_initialization: bool = False
+    """Allocate parameters on the CPU (conversion tools, CPU runs)."""
+    perform_initialization: bool = True
+    """Randomly initialize parameters; conversion turns it off because weights are loaded anyway."""
+    init_std: float = 0.02
+    """Standard deviation of the random initialization when no checkpoint is loaded."""
+
+    @property
+    def torch_dtype(self) -> torch.dtype:
+        return _DTYPES[self.dtype]
+
+    @property
+    def model_parallel_size(self) -> int:
+        return self.tensor_parallel * self.pipeline_parallel * self.context_parallel
+
+    def validate(self) -> None:
+        """Raise ValueError naming the field for settings that cannot work together."""
+        for name in ("tensor_parallel", "pipeline_parallel", "context_parallel"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"model.{name} must be >= 1, got {getattr(self, name)}")
+        if self.dtype not in _DTYPES:
+            raise ValueError(f"model.dtype must be one of {sorted(_DTYPES)}, got {self.dtype!r}")
+        if self.spec not in ("auto", "te", "portable"):
+            raise ValueError(f"model.spec must be 'auto', 'te' or 'portable', got {self.spec!r}")
+        if self.sequence_parallel and self.tensor_parallel == 1:
+            raise ValueError("model.sequence_parallel needs model.tensor_parallel > 1")
+        if self.virtual_pipeline_stages is not None and self.pipeline_parallel == 1:
+            raise ValueError("model.virtual_pipeline_stages needs model.pipeline_parallel > 1")

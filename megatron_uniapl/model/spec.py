@@ -1,0 +1,83 @@
+"""Layer specs for Qwen3: Transformer Engine when available, a portable torch-SDPA spec otherwise.
+
+One switch (`ModelOptions.spec`) picks the implementation; FP8 is decided here and nowhere else,
+so that asking for FP8 without Transformer Engine or without a Hopper-class GPU fails at build
+time with a clear message instead of deep inside a kernel.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+
+import torch
+from megatron.core.transformer.spec_utils import ModuleSpec
+
+from megatron_uniapl.model.options import ModelOptions
+
+logger = logging.getLogger(__name__)
+
+
+def te_available() -> bool:
+    """Whether Megatron-Core can use Transformer Engine in this environment."""
+    from megatron.core.extensions.transformer_engine import HAVE_TE
+
+    return bool(HAVE_TE)
+
+
+def resolve_spec(options: ModelOptions) -> str:
+    """'te' or 'portable' for these options, with clear errors for impossible combinations."""
+    have_te = te_available()
+    gpu = torch.cuda.is_available()
+    spec = options.spec
+    if spec == "auto":
+        spec = "te" if (have_te and gpu) else "portable"
+    if spec == "te" and not have_te:
+        raise RuntimeError(
+            "model.spec='te' but Transformer Engine is not importable; install the gpu extra "
+            "(`pip install -e .[gpu]`) or use model.spec='portable'"
+        )
+    if options.fp8 is not None:
+        if spec != "te":
+            raise RuntimeError(
+                f"model.fp8={options.fp8!r} needs the Transformer Engine spec "
+                f"(Transformer Engine {'is' if have_te else 'is not'} installed, spec resolved to {spec!r})"
+            )
+        if not gpu:
+            raise RuntimeError("model.fp8 needs a CUDA GPU; none is visible")
+        major, minor = torch.cuda.get_device_capability()
+        if (major, minor) < (8, 9):
+            raise RuntimeError(
+                f"model.fp8 needs a Hopper/Ada-class GPU (compute capability >= 8.9); "
+                f"this GPU is {major}.{minor}"
+            )
+    if spec == "portable":
+        if options.context_parallel > 1:
+            raise RuntimeError("model.context_parallel > 1 needs the Transformer Engine spec")
+        if options.sequence_parallel:
+            raise RuntimeError("model.sequence_parallel needs the Transformer Engine spec")
+    return spec
+
+
+def portable_layer_spec() -> ModuleSpec:
+    """Megatron's local Qwen3-shaped layer (RMSNorm, q/k norm, SwiGLU) with SDPA core attention."""
+    from megatron.core.models.gpt.gpt_layer_specs import get_gpt_layer_local_spec
+
+    from megatron_uniapl.model.sdpa_attention import SDPAttention
+
+    spec = copy.deepcopy(get_gpt_layer_local_spec(qk_layernorm=True, normalization="RMSNorm"))
+    spec.submodules.self_attention.submodules.core_attention = SDPAttention
+    return spec
+
+
+def te_layer_spec() -> ModuleSpec:
+    """Megatron's Transformer Engine layer (fused norm+linear, TE attention, FP8-capable)."""
+    from megatron.core.models.gpt.gpt_layer_specs import get_gpt_layer_with_transformer_engine_spec
+
+    return get_gpt_layer_with_transformer_engine_spec(qk_layernorm=True)
+
+
+def layer_spec(options: ModelOptions) -> tuple[str, ModuleSpec]:
+    """The resolved spec name and the layer spec to build with."""
+    name = resolve_spec(options)
+    return name, (te_layer_spec() if name == "te" else portable_layer_spec())

@@ -1,0 +1,131 @@
+"""Process groups and Megatron parallel state: one entry point for the trainer, tools and tests.
+
+torch.distributed over NCCL is the distributed engine on GPUs; on a CPU (tests, the demo,
+conversion) the same code runs over gloo with Megatron-Core's CPU support applied. A single
+process without a launcher gets a world of one on a loopback rendezvous.
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+import os
+import socket
+
+import torch
+import torch.distributed as dist
+
+from megatron_uniapl import cpu_support
+
+logger = logging.getLogger(__name__)
+
+
+def free_port() -> int:
+    """A free TCP port on the loopback interface, for single-process or spawned worlds."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def init_process_group(timeout_s: float = 600.0) -> None:
+    """Join (or create) the default process group: NCCL with CUDA, gloo without.
+
+    Under torchrun/srun the env:// variables are used; otherwise a world of one is created.
+    """
+    if dist.is_initialized():
+        return
+    cpu = cpu_support.enable()
+    if "RANK" not in os.environ:
+        os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
+        os.environ.setdefault("MASTER_PORT", str(free_port()))
+        os.environ.update(RANK="0", WORLD_SIZE="1", LOCAL_RANK="0")
+    if not cpu:
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+    dist.init_process_group(
+        backend="gloo" if cpu else "nccl", timeout=datetime.timedelta(seconds=timeout_s)
+    )
+
+
+def initialize(
+    tensor_parallel: int = 1,
+    pipeline_parallel: int = 1,
+    virtual_pipeline_stages: int | None = None,
+    context_parallel: int = 1,
+    seed: int = 1234,
+) -> None:
+    """Process group + Megatron model-parallel groups + model-parallel RNG, in that order."""
+    from megatron.core import parallel_state
+    from megatron.core.tensor_parallel import model_parallel_cuda_manual_seed
+
+    init_process_group()
+    world = dist.get_world_size()
+    model_parallel = tensor_parallel * pipeline_parallel * context_parallel
+    if world % model_parallel:
+        raise ValueError(
+            f"world size {world} is not a multiple of tensor_parallel*pipeline_parallel*context_parallel={model_parallel}"
+        )
+    if parallel_state.model_parallel_is_initialized():
+        parallel_state.destroy_model_parallel()
+    parallel_state.initialize_model_parallel(
+        tensor_model_parallel_size=tensor_parallel,
+        pipeline_model_parallel_size=pipeline_parallel,
+        virtual_pipeline_model_parallel_size=virtual_pipeline_stages,
+        context_parallel_size=context_parallel,
+    )
+    torch.manual_seed(seed)
+    model_parallel_cuda_manual_seed(seed)
+
+
+def destroy() -> None:
+    """Tear down Megatron's groups and the default process group."""
+    from megatron.core import parallel_state
+
+    if parallel_state.model_parallel_is_initialized():
+        parallel_state.destroy_model_parallel()
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+class WorkerError(RuntimeError):
+    """A spawned worker failed; the message is the worker's own error line."""
+
+
+def _spawned(local_rank: int, world_size: int, port: int, fn, args: tuple) -> None:
+    os.environ.update(
+        RANK=str(local_rank), LOCAL_RANK=str(local_rank), WORLD_SIZE=str(world_size),
+        MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port),
+    )
+    # Spawned processes start with no logging configuration: rank 0 reports, the others warn.
+    logging.basicConfig(
+        level=logging.INFO if local_rank == 0 else logging.WARNING,
+        format=f"%(asctime)s [rank{local_rank}] %(name)s: %(message)s",
+    )
+    fn(*args)
+
+
+def run_world(fn, world_size: int, *args) -> None:
+    """Run `fn(*args)` on `world_size` ranks.
+
+    Under a launcher (torchrun/srun set WORLD_SIZE) the current process is already one rank: the
+    world must have the requested size and `fn` runs here. Otherwise `world_size` local processes
+    are spawned (world of 1: in this process). Worker failures raise `WorkerError` with the
+    worker's final error line, so CLIs can print it plainly.
+    """
+    if "WORLD_SIZE" in os.environ and "RANK" in os.environ and dist.is_available():
+        launched = int(os.environ["WORLD_SIZE"])
+        if launched != world_size:
+            raise ValueError(f"launched with WORLD_SIZE={launched} but this job needs {world_size} ranks")
+        fn(*args)
+        return
+    if world_size == 1:
+        fn(*args)
+        return
+    import torch.multiprocessing as mp
+
+    try:
+        mp.start_processes(
+            _spawned, args=(world_size, free_port(), fn, args), nprocs=world_size, start_method="spawn"
+        )
+    except mp.ProcessRaisedException as exc:
+        lines = [line for line in str(exc).strip().splitlines() if line.strip()]
+        raise WorkerError(lines[-1] if lines else str(exc)) from None
