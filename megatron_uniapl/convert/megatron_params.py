@@ -50,11 +50,12 @@ def load_hf_into_model(
     maps = _maps_by_megatron_name(arch, getattr(model, "uniapl_spec", "portable"))
     params = dict(model.named_parameters())
     names = global_param_names(model)
-    report_every = max(1, len(names) // 10)
+    # Progress in tenths for real models; tiny ones load too fast to need it.
+    report_every = len(names) // 10 if len(names) >= 100 else len(names) + 1
     total = 0
     with torch.no_grad():
         for i, (local, global_name) in enumerate(names.items()):
-            if i % report_every == 0 and (not dist.is_initialized() or dist.get_rank() == 0):
+            if i and i % report_every == 0 and (not dist.is_initialized() or dist.get_rank() == 0):
                 logger.info("loading HF weights: %d/%d tensors (%.1f MiB so far)", i, len(names), total / 2**20)
             tmap = maps.get(global_name)
             if tmap is None:

@@ -73,8 +73,10 @@ def qwen3_transformer_config(arch: Qwen3Arch, options: ModelOptions):
         bias_dropout_fusion=False,
         apply_rope_fusion=False,
         gradient_accumulation_fusion=False,
-        # Micro-batches of packed rollouts have different lengths.
-        variable_seq_lengths=True,
+        # Micro-batches of packed rollouts have different lengths, so pipeline stages exchange
+        # shapes first. Megatron's interleaved schedule deadlocked doing that over gloo here, so
+        # interleaved pipelines run with fixed micro-batch shapes (the trainer pads to one length).
+        variable_seq_lengths=options.virtual_pipeline_stages is None,
         # Over gloo (CPU), batched p2p swaps activation and gradient messages of interleaved
         # pipelines silently (ENVIRONMENT.md); unbatched p2p is exact. NCCL is fine batched.
         batch_p2p_comm=torch.cuda.is_available(),

@@ -49,6 +49,12 @@ def run_microbatches(
     if loss_fn is None and not forward_only:
         raise ValueError("a backward pass needs a loss_fn")
     seq_length = max(b["input_ids"].shape[1] for b in micro_batches)
+    config = model_chunks[0].config
+    if not config.variable_seq_lengths and any(b["input_ids"].shape[1] != seq_length for b in micro_batches):
+        raise ValueError(
+            "this model exchanges fixed activation shapes between pipeline stages (interleaved "
+            "pipeline): every micro-batch must have the same sequence length"
+        )
     micro_batch_size = micro_batches[0]["input_ids"].shape[0]
 
     def forward_step(data_iterator, model):
