@@ -78,3 +78,12 @@ def test_pool_matches_serial_including_types_registered_outside_the_package():
             assert pool.score(prompts, responses, mode) == expected
             assert 0.0 < sum(expected) / len(expected) < 1.0
         assert pool.score(prompts[-1:], responses[-1:]) == [1.0]
+
+
+@pytest.mark.slow
+def test_benchmark_runs_and_checks_pool_against_serial(capsys):
+    from megatron_uniapl.bench import rewards
+
+    assert rewards.main(["--num", "300", "--workers", "1", "--mode", "loose"]) == 0
+    out = capsys.readouterr().out
+    assert "300 responses" in out and "ratio pool/serial" in out
