@@ -113,3 +113,35 @@ def test_hand_worked_cases_agree_with_the_reference(reference):
                 assert verdicts == [expected], (instruction_id, response)
             compared += 1
     assert compared == 2 * (len(CASES) - 1)
+
+
+def test_ifeval_accuracies_match_the_reference_aggregates(reference, prompts):
+    """Prompt- and instruction-level accuracies over the 539 deterministic prompts (all but the
+    two whose reference verdict is random), one composite response each."""
+    from megatron_uniapl.data.schemas import parse_eval_prompt
+    from megatron_uniapl.eval.ifeval import evaluate
+
+    evaluation = reference.evaluation
+    kept, responses, hits = [], [], {False: [0, 0], True: [0, 0]}
+    for index, record in enumerate(prompts):
+        if any(_random_in_reference(i, k) for i, k in zip(record["instruction_id_list"],
+                                                          record["kwargs"])):
+            continue
+        response = responses_for(record["prompt"], record["instruction_id_list"],
+                                 record["kwargs"])[-6]  # the satisfying parts joined
+        example = evaluation.InputExample(**record)
+        for loose in (False, True):
+            test = (evaluation.test_instruction_following_loose if loose
+                    else evaluation.test_instruction_following_strict)
+            out = test(example, {record["prompt"]: response})
+            hits[loose][0] += out.follow_all_instructions
+            hits[loose][1] += sum(out.follow_instruction_list)
+        kept.append(parse_eval_prompt(record, f"sample {index}"))
+        responses.append(response)
+    report = evaluate(kept, responses)
+    assert report.num_prompts == 539
+    assert report.prompt_strict == hits[False][0] / 539
+    assert report.prompt_loose == hits[True][0] / 539
+    assert report.instruction_strict == hits[False][1] / report.num_instructions
+    assert report.instruction_loose == hits[True][1] / report.num_instructions
+    assert 0.2 < report.prompt_strict < report.prompt_loose < 1.0

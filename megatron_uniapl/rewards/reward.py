@@ -53,7 +53,8 @@ class ConstrainedPrompt(Protocol):
 PromptLike = Union[ConstrainedPrompt, Sequence[Constraint]]
 
 
-def _constraints_of(prompt: PromptLike) -> Sequence[Constraint]:
+def constraints_of(prompt: PromptLike) -> Sequence[Constraint]:
+    """The constraints of a prompt record, or the argument itself when it is a list of them."""
     return prompt.constraints if hasattr(prompt, "constraints") else prompt
 
 
@@ -69,7 +70,7 @@ def reward_from_verdicts(verdicts: Sequence[bool], mode: RewardMode) -> float:
 def score(prompt: PromptLike, response: str, mode: RewardMode | str = RewardMode.STRICT) -> float:
     """The reward of one response to one prompt."""
     mode = RewardMode(mode)
-    return reward_from_verdicts(follow_list(_constraints_of(prompt), response, mode.loose), mode)
+    return reward_from_verdicts(follow_list(constraints_of(prompt), response, mode.loose), mode)
 
 
 def score_batch(prompts: Sequence[PromptLike], responses: Sequence[str],
@@ -123,7 +124,7 @@ class RewardPool:
         mode = RewardMode(mode).value
         if len(prompts) < self.min_batch:
             return score_batch(prompts, responses, mode)
-        constraints = [list(_constraints_of(p)) for p in prompts]
+        constraints = [list(constraints_of(p)) for p in prompts]
         n_chunks = min(len(prompts), self.num_workers * self.chunks_per_worker)
         bounds = [len(prompts) * i // n_chunks for i in range(n_chunks + 1)]
         chunks = [(constraints[a:b], list(responses[a:b]), mode)
