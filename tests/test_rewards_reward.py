@@ -87,3 +87,20 @@ def test_benchmark_runs_and_checks_pool_against_serial(capsys):
     assert rewards.main(["--num", "300", "--workers", "1", "--mode", "loose"]) == 0
     out = capsys.readouterr().out
     assert "300 responses" in out and "ratio pool/serial" in out
+
+
+def test_score_samples_fills_named_rewards_and_names_bad_samples():
+    from megatron_uniapl.data.sample import Sample, SampleKind
+    from megatron_uniapl.rewards.samples import score_samples
+
+    def sample(text, constraints=NO_COMMA_AND_QUOTED):
+        return Sample(prompt_ids=[1], response_ids=[2], kind=SampleKind.ROLLOUT,
+                      response_text=text, meta={"constraints": constraints})
+
+    samples = [sample('"a"'), sample('"a, b"'), sample('Ok:\n"a"')]
+    assert score_samples(samples, "loose_fraction") == [1.0, 0.5, 1.0]
+    assert [s.rewards["task"] for s in samples] == [1.0, 0.5, 1.0]
+    with pytest.raises(ValueError, match="sample 1: response_text: missing"):
+        score_samples([sample('"a"'), sample(None)])
+    with pytest.raises(ValueError, match=r"sample 0: meta\['constraints'\]: expected"):
+        score_samples([sample('"a"', constraints=None)])

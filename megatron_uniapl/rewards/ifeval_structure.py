@@ -56,12 +56,20 @@ def _nth_problem(kwargs_value: int) -> str | None:
     return "must be >= 1" if kwargs_value < 1 else None
 
 
+def _nth_within(kwargs: dict) -> tuple[str, str] | None:
+    if kwargs["nth_paragraph"] > kwargs["num_paragraphs"]:
+        return ("nth_paragraph", f"is {kwargs['nth_paragraph']}, beyond num_paragraphs "
+                                 f"({kwargs['num_paragraphs']})")
+    return None
+
+
 @register("length_constraints:nth_paragraph_first_word",
           Kwarg("num_paragraphs", int, "exact number of blank-line separated paragraphs",
                 non_negative),
           Kwarg("nth_paragraph", int, "1-based index of the paragraph to check", _nth_problem),
           Kwarg("first_word", str, "the word it must start with (case-insensitive)", non_empty,
-                str.lower))
+                str.lower),
+          cross_check=_nth_within)
 def nth_paragraph_first_word(response: str, *, num_paragraphs: int, nth_paragraph: int,
                              first_word: str) -> bool:
     """Exactly `num_paragraphs` non-blank `\\n\\n` paragraphs, and paragraph `nth_paragraph`

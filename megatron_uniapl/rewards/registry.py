@@ -60,14 +60,22 @@ class ConstraintType:
     """Every argument is required; there are no optional arguments in IFEval's types."""
     doc: str
     """One line on what the checker accepts."""
+    cross_check: Callable[[dict[str, Any]], tuple[str, str] | None] | None = None
+    """Checks relations between arguments on the normalized kwargs; returns (field, problem)
+    for unusable combinations, None when fine."""
 
 
 _REGISTRY: dict[str, ConstraintType] = {}
 _builtins_loaded = False
 
 
-def register(instruction_id: str, *kwargs: Kwarg) -> Callable[[CheckFn], CheckFn]:
-    """Decorator adding `check(response, **kwargs) -> bool` to the registry under `instruction_id`."""
+def register(instruction_id: str, *kwargs: Kwarg,
+             cross_check: Callable[[dict[str, Any]], tuple[str, str] | None] | None = None
+             ) -> Callable[[CheckFn], CheckFn]:
+    """Decorator adding `check(response, **kwargs) -> bool` to the registry under `instruction_id`.
+
+    The checker must be a module-level function (the process pool pickles it by name).
+    """
 
     def add(check: CheckFn) -> CheckFn:
         if ":" not in instruction_id:
@@ -78,7 +86,7 @@ def register(instruction_id: str, *kwargs: Kwarg) -> Callable[[CheckFn], CheckFn
                              f"{existing.check.__module__}.{existing.check.__qualname__}")
         doc = (check.__doc__ or "").strip().splitlines()
         _REGISTRY[instruction_id] = ConstraintType(instruction_id, check, tuple(kwargs),
-                                                   doc[0] if doc else "")
+                                                   doc[0] if doc else "", cross_check)
         return check
 
     return add
@@ -160,6 +168,10 @@ def build_constraint(instruction_id: Any, kwargs: Any, where: str, index: int = 
         if problem:
             raise ConstraintError(f"{kw_field}.{kw.name}: {problem} (got {value!r})")
         out[kw.name] = kw.normalize(value) if kw.normalize else value
+    if spec.cross_check is not None:
+        problem = spec.cross_check(out)
+        if problem:
+            raise ConstraintError(f"{kw_field}.{problem[0]}: {problem[1]}")
     return Constraint(instruction_id, out, spec.check)
 
 
