@@ -76,6 +76,39 @@ def test_every_prompt_and_response_agrees_strict_and_loose(reference, prompts):
     assert not one_sided, f"types not seen both passing and failing: {one_sided}"
 
 
+def test_real_model_responses_agree(reference, prompts):
+    """Natural text: GPT-4's AlpacaEval answers (markdown lists, bold, code, quotes; shipped in
+    the same asset package), two per IFEval prompt (one of them lower-cased), strict and loose."""
+    import importlib.util
+    from pathlib import Path
+
+    package = Path(list(importlib.util.find_spec("eval_framework").submodule_search_locations)[0])
+    with open(package / "tasks" / "alpaca_eval" / "data" / "alpaca_eval_gpt4_baseline.json",
+              encoding="utf-8") as f:
+        answers = [row["output"] for row in json.load(f)]
+    evaluation = reference.evaluation
+    mismatches, outcomes = [], collections.defaultdict(set)
+    for index, record in enumerate(prompts):
+        pairs = [(i, k) for i, k in zip(record["instruction_id_list"], record["kwargs"])
+                 if not _random_in_reference(i, k)]
+        ids, kwargs = [p[0] for p in pairs], [p[1] for p in pairs]
+        example = evaluation.InputExample(key=0, instruction_id_list=ids, prompt=record["prompt"],
+                                          kwargs=kwargs)
+        ours = build_constraints(ids, kwargs, f"sample {index}")
+        first, second = answers[index % len(answers)], answers[(index + 541) % len(answers)]
+        for response in (first, second.lower()):
+            for loose in (False, True):
+                test = (evaluation.test_instruction_following_loose if loose
+                        else evaluation.test_instruction_following_strict)
+                expected = test(example, {record["prompt"]: response}).follow_instruction_list
+                if follow_list(ours, response, loose=loose) != expected:
+                    mismatches.append((index, ids, loose, response[:80]))
+                for iid, verdict in zip(ids, expected):
+                    outcomes[iid].add(verdict)
+    assert not mismatches, f"{len(mismatches)} disagreements, first: {mismatches[:3]}"
+    assert sum(len(v) == 2 for v in outcomes.values()) >= 10  # natural text passes and fails
+
+
 def test_non_letter_letter_frequency_counts_the_character(prompts):
     """IFEval prompts 19 ('#', at least 4) and 22 ('!', at least 6), computed by hand."""
     by_letter = {}
