@@ -102,8 +102,10 @@ def analyze(config: AnalyzeConfig) -> dict:
         lengths = {side: np.array([lp.size for lp in per], dtype=np.float64)
                    for side, per in logprobs.items()}
         tokens = {side: np.concatenate(per) for side, per in logprobs.items()}
-        means = {side: np.array([lp.mean() for lp in per if lp.size]) for side, per in logprobs.items()}
-        report["logprob"] = {"model": str(config.model), **_compare(tokens["policy"], tokens["expert"]),
+        means = {side: np.array([lp.mean() for lp in per if lp.size])
+                 for side, per in logprobs.items()}
+        report["logprob"] = {"model": str(config.model),
+                             **_compare(tokens["policy"], tokens["expert"]),
                              "per_response_mean": _compare(means["policy"], means["expert"])}
         _histogram(out / "logprobs.png", tokens["policy"], tokens["expert"],
                    "per-token log-probability", "log p (nats)", config.bins)

@@ -70,7 +70,8 @@ def evaluate(prompts: Sequence[PromptLike], responses: Sequence[str]) -> IFEvalR
                    "loose": row["loose"] / row["count"]} for iid, row in sorted(per_type.items())}
     return IFEvalReport(
         num_prompts=len(prompts), num_instructions=num_instructions,
-        prompt_strict=prompt_hits[False] / len(prompts), prompt_loose=prompt_hits[True] / len(prompts),
+        prompt_strict=prompt_hits[False] / len(prompts),
+        prompt_loose=prompt_hits[True] / len(prompts),
         instruction_strict=instruction_hits[False] / max(num_instructions, 1),
         instruction_loose=instruction_hits[True] / max(num_instructions, 1), per_type=table)
 

@@ -48,7 +48,8 @@ def _letter_problem(letter: str) -> str | None:
 
 def _language_problem(code: str) -> str | None:
     if code not in text.known_languages():
-        return f"is not a code the language detector returns ({', '.join(sorted(text.known_languages()))})"
+        codes = ", ".join(sorted(text.known_languages()))
+        return f"is not a code the language detector returns ({codes})"
     return None
 
 

@@ -120,7 +120,8 @@ class Constraint:
 
     def check(self, response: str) -> bool:
         """Whether `response` (one candidate text, taken as is) satisfies this constraint."""
-        return self.check_fn(response, **self.kwargs)
+        check = self.check_fn or registered()[self.instruction_id].check
+        return check(response, **self.kwargs)
 
 
 def _type_ok(value: Any, kind: type) -> bool:

@@ -32,7 +32,8 @@ def follows(constraint: Constraint, candidate: str) -> bool:
     return bool(candidate.strip()) and constraint.check(candidate)
 
 
-def follow_list(constraints: Sequence[Constraint], response: str, loose: bool = False) -> list[bool]:
+def follow_list(constraints: Sequence[Constraint], response: str,
+                loose: bool = False) -> list[bool]:
     """Per constraint, whether the response follows it (strict, or loose over the variants)."""
     if not loose:
         return [follows(c, response) for c in constraints]
