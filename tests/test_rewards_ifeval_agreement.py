@@ -178,3 +178,26 @@ def test_ifeval_accuracies_match_the_reference_aggregates(reference, prompts):
     assert report.instruction_strict == hits[False][1] / report.num_instructions
     assert report.instruction_loose == hits[True][1] / report.num_instructions
     assert 0.2 < report.prompt_strict < report.prompt_loose < 1.0
+
+
+def test_in_memory_punkt_equals_nltk_loading_punkt_tab(reference):
+    """Our Punkt (built from the literals) and word tokens equal NLTK's own `sent_tokenize` /
+    `word_tokenize` reading the punkt_tab files, on 300 AlpacaEval answers."""
+    import importlib.util
+    from pathlib import Path
+
+    import nltk
+
+    from megatron_uniapl.rewards.text import split_sentences, word_tokens
+
+    package = Path(list(importlib.util.find_spec("eval_framework").submodule_search_locations)[0])
+    with open(package / "tasks" / "alpaca_eval" / "data" / "alpaca_eval_gpt4_baseline.json",
+              encoding="utf-8") as f:
+        texts = [row["output"] for row in json.load(f)][:300]
+    sentences = 0
+    for text in texts:
+        expected = nltk.sent_tokenize(text)
+        assert split_sentences(text) == expected
+        assert word_tokens(text) == nltk.word_tokenize(text)
+        sentences += len(expected)
+    assert sentences > 10 * len(texts)
