@@ -92,3 +92,21 @@ def test_registry_lists_the_25_ifeval_types():
     assert families == {"keywords", "language", "change_case", "punctuation", "detectable_format",
                         "detectable_content", "length_constraints", "combination", "startend"}
     assert sum(1 for i in registered() if not i.startswith("test:")) == 25
+
+
+def test_importing_the_reward_and_data_modules_loads_no_models():
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = str(Path(__file__).resolve().parents[1])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([root, os.environ.get("PYTHONPATH", "")])}
+
+    code = ("import sys, megatron_uniapl.rewards.reward, megatron_uniapl.data.schemas, "
+            "megatron_uniapl.eval.ifeval; "
+            "print(sorted(m for m in ('nltk', 'langdetect', 'punkt', 'torch', 'matplotlib') "
+            "if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env=env, cwd=root)
+    assert out.stdout.strip() == "[]"
