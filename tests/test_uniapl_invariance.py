@@ -1,6 +1,7 @@
 """Gradient accumulation and data parallelism give the gradient of one big batch.
 
-The same mixed batch (demos and grouped rollouts) is trained three ways with a tiny torch model:
+The same mixed batch (demos and grouped rollouts) is trained three ways with a tiny torch model,
+all four terms on (SFT, task and adversarial surrogates with TIS, k3 KL):
   (a) a reference written independently here: a padded [B, S] batch and an explicit per-token
       Python loop over the UniAPL objective with global token means;
   (b) one packed micro-batch on one rank;
@@ -40,11 +41,12 @@ class TinyLM(torch.nn.Module):
 def _models():
     torch.manual_seed(0)
     model = TinyLM()
-    old = copy.deepcopy(model)  # pi_old differs from pi_theta, so ratios move and some clip
-    with torch.no_grad():
-        for p in old.parameters():
+    old, ref = copy.deepcopy(model), copy.deepcopy(model)
+    with torch.no_grad():  # pi_old and pi_ref differ from pi_theta, so ratios move, some clip, KL > 0
+        for p, q in zip(old.parameters(), ref.parameters()):
             p.add_(0.3 * torch.randn_like(p))
-    return model, old
+            q.add_(0.5 * torch.randn_like(q))
+    return model, old, ref
 
 
 def _samples():
@@ -66,7 +68,7 @@ def _samples():
     return samples
 
 
-def _reference_grads(model, old, samples, w, pg):
+def _reference_grads(model, old, ref, samples, w, pg):
     """Objective written out token by token from the samples: no packing, no library losses."""
     n_sft = sum(len(s.response_ids) for s in samples if s.kind == SampleKind.DEMO)
     n_roll = sum(sum(s.loss_mask) for s in samples if s.kind == SampleKind.ROLLOUT)
@@ -76,6 +78,7 @@ def _reference_grads(model, old, samples, w, pg):
         logp_all = torch.log_softmax(model(seq), -1)
         with torch.no_grad():
             old_all = torch.log_softmax(old(seq), -1)
+            ref_all = torch.log_softmax(ref(seq), -1)
         p = len(s.prompt_ids)
         for j, tok in enumerate(s.response_ids):
             lp = logp_all[p + j - 1, tok]
@@ -90,11 +93,13 @@ def _reference_grads(model, old, samples, w, pg):
             for weight, a in ((1 - w.mu, s.advantages["task"]), (w.lambda_adv, s.advantages["adv"])):
                 surr = torch.minimum(rho * a, torch.clamp(rho, 1 - pg.clip_low, 1 + pg.clip_high) * a)
                 total = total + weight * tis * (-surr) / n_roll
+            log_r = ref_all[p + j - 1, tok] - lp  # k3 = exp(x) - 1 - x, x = log pi_ref / pi
+            total = total + w.beta * (torch.exp(log_r) - 1 - log_r) / n_roll
     total.backward()
     return [p.grad.clone() for p in model.parameters()], total.item()
 
 
-def _packed_grads(model, old, packed, w, pg, rank_count):
+def _packed_grads(model, old, ref, packed, w, pg, rank_count):
     grads = [torch.zeros_like(p) for p in model.parameters()]
     value = 0.0
     for rank in range(rank_count):
@@ -103,7 +108,9 @@ def _packed_grads(model, old, packed, w, pg, rank_count):
             logprobs = logprobs_from_logits(replica(mb.input_ids), mb.targets)
             with torch.no_grad():
                 mb.old_logprobs = logprobs_from_logits(old(mb.input_ids), mb.targets)
-            loss, _ = uniapl_loss(logprobs, weights=w, pg=pg, global_counts=packed.term_counts(), **mb.loss_inputs())
+                ref_logprobs = logprobs_from_logits(ref(mb.input_ids), mb.targets)
+            loss, _ = uniapl_loss(logprobs, weights=w, pg=pg, global_counts=packed.term_counts(),
+                                  ref_logprobs=ref_logprobs, **mb.loss_inputs())
             loss.backward()  # accumulates over micro-batches
             value += loss.item()
         for g, p in zip(grads, replica.parameters()):
@@ -113,18 +120,18 @@ def _packed_grads(model, old, packed, w, pg, rank_count):
 
 def test_micro_batches_and_ranks_match_one_big_batch():
     pg = PolicyGradientConfig(clip_low=0.2, clip_high=0.28, tis_cap=2.0)
-    cfg = objective_for_variant("uniapl", mu=0.4, lambda_adv=0.3, pg=pg)
+    cfg = objective_for_variant("uniapl", mu=0.4, lambda_adv=0.3, beta=0.05, pg=pg)
     w = cfg.weights_at(0)
     samples = _samples()
     assign_advantages(samples, w, pg)
-    model, old = _models()
-    ref_grads, ref_value = _reference_grads(copy.deepcopy(model), old, samples, w, pg)
+    model, old, ref = _models()
+    ref_grads, ref_value = _reference_grads(copy.deepcopy(model), old, ref, samples, w, pg)
 
     one = pack_samples(samples, max_tokens_per_micro_batch=512)
     many = pack_samples(samples, max_tokens_per_micro_batch=24, dp_size=2)
     assert len(one.micro_batches[0]) == 1 and len(many.micro_batches[0]) >= 3
     for packed, ranks in ((one, 1), (many, 2)):
-        grads, value = _packed_grads(model, old, packed, w, pg, ranks)
+        grads, value = _packed_grads(model, old, ref, packed, w, pg, ranks)
         assert abs(value - ref_value) < 1e-5
         for g, r in zip(grads, ref_grads):
             torch.testing.assert_close(g, r, rtol=1e-5, atol=1e-6)
@@ -137,7 +144,7 @@ def test_clipping_actually_happens_in_the_invariance_batch():
     w = objective_for_variant("uniapl", mu=0.4, lambda_adv=0.3, pg=pg).weights_at(0)
     samples = _samples()
     assign_advantages(samples, w, pg)
-    model, old = _models()
+    model, old, _ = _models()
     packed = pack_samples(samples, max_tokens_per_micro_batch=512)
     mb = packed.micro_batches[0][0]
     mb.old_logprobs = logprobs_from_logits(old(mb.input_ids), mb.targets).detach()
