@@ -6,7 +6,12 @@ import math
 import pytest
 import torch
 
-from megatron_uniapl.discriminator.adversarial_loss import accuracy, discriminator_loss, log_odds_score, r1_penalty
+from megatron_uniapl.discriminator.adversarial_loss import (
+    accuracy,
+    discriminator_loss,
+    log_odds_score,
+    r1_penalty,
+)
 from megatron_uniapl.discriminator.cotrained import CoTrainedDiscriminator, CoTrainedDiscriminatorConfig
 
 
@@ -48,11 +53,19 @@ def test_loss_hand_values():
     loss, _ = discriminator_loss(torch.tensor([2.0]), torch.tensor([-1.0]), label_smoothing=0.1)
     assert loss.item() == pytest.approx(0.5 * (0.9 * SP(-2) + 0.1 * SP(2) + SP(-1)))  # 0.3200948
     acc = accuracy(torch.tensor([2.0, -1.0]), torch.tensor([-1.0, 0.5, -3.0]))
-    assert (acc["disc/acc"].item(), acc["disc/acc_expert"].item(), acc["disc/acc_policy"].item()) == pytest.approx((0.6, 0.5, 2 / 3))
-    assert log_odds_score(torch.tensor([-20.0, 0.3, 12.0]), clip=10.0).tolist() == pytest.approx([-10.0, 0.3, 10.0])
+    assert (
+        acc["disc/acc"].item(),
+        acc["disc/acc_expert"].item(),
+        acc["disc/acc_policy"].item(),
+    ) == pytest.approx((0.6, 0.5, 2 / 3))
+    assert log_odds_score(torch.tensor([-20.0, 0.3, 12.0]), clip=10.0).tolist() == pytest.approx(
+        [-10.0, 0.3, 10.0]
+    )
     # log-odds of sigmoid(z) is z itself
     z = torch.tensor([-3.0, 0.0, 1.5])
-    assert (torch.log(torch.sigmoid(z)) - torch.log1p(-torch.sigmoid(z))).tolist() == pytest.approx(log_odds_score(z).tolist(), abs=1e-5)
+    assert (torch.log(torch.sigmoid(z)) - torch.log1p(-torch.sigmoid(z))).tolist() == pytest.approx(
+        log_odds_score(z).tolist(), abs=1e-5
+    )
 
 
 def test_loss_gradient_matches_reference_formula():
@@ -76,11 +89,15 @@ def test_r1_penalty_hand_value():
     mask = torch.tensor([[1, 1, 0, 0], [1, 1, 1, 1]])
     embeds = model.embed(ids)
     # z = w . mean(x over L positions): dz/dx_t = w / L on kept positions -> ||.||^2 = |w|^2 / L.
-    assert r1_penalty(model.score_embeddings(embeds, mask), embeds).item() == pytest.approx(0.5 * (9 / 2 + 9 / 4))
+    assert r1_penalty(model.score_embeddings(embeds, mask), embeds).item() == pytest.approx(
+        0.5 * (9 / 2 + 9 / 4)
+    )
 
 
 def test_update_ratio_schedule_and_config_errors():
-    make = lambda r: CoTrainedDiscriminator(MeanPoolScorer(), CoTrainedDiscriminatorConfig(update_ratio=r))  # noqa: E731
+    def make(ratio):
+        return CoTrainedDiscriminator(MeanPoolScorer(), CoTrainedDiscriminatorConfig(update_ratio=ratio))
+
     assert [make(0.5).updates_at(t) for t in range(4)] == [0, 1, 0, 1]
     assert [make(2.0).updates_at(t) for t in range(3)] == [2, 2, 2]
     assert sum(make(1 / 3).updates_at(t) for t in range(9)) == 3
@@ -113,7 +130,9 @@ def _held_out_accuracy(disc, gen):
 @pytest.mark.parametrize("r1_gamma", [0.0, 1.0])
 def test_learns_to_separate_expert_from_policy(r1_gamma):
     torch.manual_seed(0)
-    disc = CoTrainedDiscriminator(MeanPoolScorer(), CoTrainedDiscriminatorConfig(lr=0.05, label_smoothing=0.1, r1_gamma=r1_gamma))
+    disc = CoTrainedDiscriminator(
+        MeanPoolScorer(), CoTrainedDiscriminatorConfig(lr=0.05, label_smoothing=0.1, r1_gamma=r1_gamma)
+    )
     gen = torch.Generator().manual_seed(1)
     before = _held_out_accuracy(disc, torch.Generator().manual_seed(99))
     for _ in range(150):
@@ -137,7 +156,11 @@ def test_scores_text_through_a_tokenizer():
 
     tok = AutoTokenizer.from_pretrained(qwen3_tokenizer_dir())
     torch.manual_seed(0)
-    disc = CoTrainedDiscriminator(MeanPoolScorer(vocab=151936, dim=4), CoTrainedDiscriminatorConfig(template="Q: {prompt}\nA: {response}"), tok)
+    disc = CoTrainedDiscriminator(
+        MeanPoolScorer(vocab=151936, dim=4),
+        CoTrainedDiscriminatorConfig(template="Q: {prompt}\nA: {response}"),
+        tok,
+    )
     scores = disc.score(["2+2?", "Name a colour."], ["4", "red"], ["4", "It is blue, probably."])
     for text, s in zip(["Q: 2+2?\nA: 4", "Q: Name a colour.\nA: It is blue, probably."], scores):
         ids = torch.tensor([tok(text, add_special_tokens=False)["input_ids"]])

@@ -8,10 +8,27 @@ from megatron_uniapl.discriminator.base import POLAR_LIKE_TEMPLATE, Discriminato
 from megatron_uniapl.discriminator.frozen import FrozenRewardModel, FrozenScorerConfig
 from megatron_uniapl.model.tiny import tiny_qwen3_config
 
-PROMPTS = ["Write a haiku about rain.", "List three primes.", "Say hi.", "Explain {braces} in Python.", "Count to five."]
-REFERENCES = ["Soft rain on the roof\nwhispers to the sleeping town\nmorning comes washed clean",
-              "2, 3, 5", "Hi!", "Braces {} delimit sets and dicts.", "1 2 3 4 5"]
-RESPONSES = ["Rain falls.", "2, 3 and 5.", "Hello there, how can I help you today?", "They make dicts.", "one two"]
+PROMPTS = [
+    "Write a haiku about rain.",
+    "List three primes.",
+    "Say hi.",
+    "Explain {braces} in Python.",
+    "Count to five.",
+]
+REFERENCES = [
+    "Soft rain on the roof\nwhispers to the sleeping town\nmorning comes washed clean",
+    "2, 3, 5",
+    "Hi!",
+    "Braces {} delimit sets and dicts.",
+    "1 2 3 4 5",
+]
+RESPONSES = [
+    "Rain falls.",
+    "2, 3 and 5.",
+    "Hello there, how can I help you today?",
+    "They make dicts.",
+    "one two",
+]
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +69,9 @@ def test_batched_scores_match_the_transformers_model_run_directly(checkpoint):
 
 
 def test_template_and_inputs_are_checked(checkpoint):
-    with pytest.raises(ValueError, match=r"discriminator.frozen.template uses unknown field\(s\) \['answer'\]"):
+    with pytest.raises(
+        ValueError, match=r"discriminator.frozen.template uses unknown field\(s\) \['answer'\]"
+    ):
         FrozenScorerConfig(path="x", template="{prompt} {answer}").validate()
     with pytest.raises(ValueError, match=r"lacks the field\(s\) \['response'\]"):
         FrozenScorerConfig(path="x", template="{prompt} {reference}").validate()
@@ -63,8 +82,13 @@ def test_template_and_inputs_are_checked(checkpoint):
         scorer.score(["a", "b"], ["x"], ["y", "z"])
     # Left truncation keeps the response at the end: the score of a long input equals the score of
     # its last max_length tokens.
-    short = FrozenRewardModel(FrozenScorerConfig(path=str(checkpoint), template="{prompt}{response}", max_length=8, device="cpu"))
-    ids = short.tokenizer("one two three four five six seven eight nine ten eleven", add_special_tokens=False)["input_ids"]
+    short = FrozenRewardModel(
+        FrozenScorerConfig(path=str(checkpoint), template="{prompt}{response}", max_length=8, device="cpu")
+    )
+    ids = short.tokenizer(
+        "one two three four five six seven eight nine ten eleven", add_special_tokens=False
+    )["input_ids"]
     tail = short.tokenizer.decode(ids[-8:])
-    assert short.score(["one two three four five six seven eight nine ten"], [""], [" eleven"]) == pytest.approx(
-        short.score([""], [""], [tail]), abs=1e-5)
+    assert short.score(
+        ["one two three four five six seven eight nine ten"], [""], [" eleven"]
+    ) == pytest.approx(short.score([""], [""], [tail]), abs=1e-5)

@@ -104,8 +104,11 @@ MASK = [1.0, 1.0, 1.0, 1.0, 0.0]
 def _surrogate(**kwargs):
     logprobs = torch.tensor(LP, dtype=torch.float64, requires_grad=True)
     term = clipped_surrogate_term(
-        logprobs, torch.zeros(5, dtype=torch.float64), torch.tensor(ADV, dtype=torch.float64),
-        torch.tensor(MASK), **kwargs,
+        logprobs,
+        torch.zeros(5, dtype=torch.float64),
+        torch.tensor(ADV, dtype=torch.float64),
+        torch.tensor(MASK),
+        **kwargs,
     )
     term.total.backward()
     return term, logprobs.grad.tolist()
@@ -133,7 +136,9 @@ def test_clip_high_separate_from_clip_low():
 
 def test_tis_weights_are_truncated_and_detached():
     # old - rollout = (-ln 4, ln 3, 0, -ln 2, 0) -> w = (0.25, 3 -> cap 2, 1, 0.5, 1)
-    rollout = torch.tensor([math.log(4.0), -math.log(3.0), 0.0, LN2, 0.0], dtype=torch.float64, requires_grad=True)
+    rollout = torch.tensor(
+        [math.log(4.0), -math.log(3.0), 0.0, LN2, 0.0], dtype=torch.float64, requires_grad=True
+    )
     term, grad = _surrogate(clip_low=0.2, clip_high=0.2, rollout_logprobs=rollout, tis_cap=2.0)
     assert term.total.item() == pytest.approx(-1.2 * 0.25 + 1.5 * 2 + 1.6 * 1 - 1.0 * 0.5)
     assert grad == pytest.approx([0.0, 3.0, 0.0, -0.5, 0.0])
@@ -191,7 +196,9 @@ def test_combine_terms_token_means_and_empty_terms():
         "pg_task": LossTerm(2.0 * x, torch.tensor(2), {"clip_frac": torch.tensor(1.0)}),
         "pg_adv": LossTerm(x * 0.0, torch.tensor(0)),  # no rollout tokens anywhere: must add 0
     }
-    loss, metrics = combine_terms(terms, {"sft": 0.5, "pg_task": 0.5, "pg_adv": 0.1}, {"sft": 12, "pg_task": 4, "pg_adv": 0})
+    loss, metrics = combine_terms(
+        terms, {"sft": 0.5, "pg_task": 0.5, "pg_adv": 0.1}, {"sft": 12, "pg_task": 4, "pg_adv": 0}
+    )
     assert loss.item() == pytest.approx(0.5 * 6 / 12 + 0.5 * 2 / 4)
     loss.backward()
     assert x.grad.item() == pytest.approx(0.5)

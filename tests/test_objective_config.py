@@ -56,7 +56,9 @@ def test_staged_variants_switch_stage_after_their_steps():
     w = cfg.weights_at(10)
     assert w.stage == "a-grpo" and w.mu == 0.0 and w.lambda_adv == 0.2
     assert cfg.stage_at(12) == (cfg.stages[1], 2)
-    chord = objective_for_variant("chord", chord=MuSchedule(kind="chord", peak=0.8, end=0.0, decay_steps=10, decay="linear"))
+    chord = objective_for_variant(
+        "chord", chord=MuSchedule(kind="chord", peak=0.8, end=0.0, decay_steps=10, decay="linear")
+    )
     assert [chord.weights_at(t).mu for t in (0, 5, 10)] == pytest.approx([0.8, 0.4, 0.0])
 
 
@@ -65,15 +67,23 @@ def _batch():
     return dict(
         sft_mask=torch.tensor([[1.0, 1.0, 0.0, 0.0, 0.0]]),
         rollout_mask=torch.tensor([[0.0, 0.0, 1.0, 1.0, 1.0]]),
-        advantages={"task": torch.tensor([[0.0, 0.0, 1.0, -1.0, 0.5]]), "adv": torch.tensor([[0.0, 0.0, -2.0, 1.0, 1.0]])},
+        advantages={
+            "task": torch.tensor([[0.0, 0.0, 1.0, -1.0, 0.5]]),
+            "adv": torch.tensor([[0.0, 0.0, -2.0, 1.0, 1.0]]),
+        },
     )
 
 
 def _grad(name, counts=None, **inputs):
     cfg = objective_for_variant(name)
     lp = torch.tensor([[-1.0, -2.0, -0.5, -1.5, -0.7]], requires_grad=True)
-    loss, metrics = uniapl_loss(lp, weights=cfg.weights_at(0), pg=cfg.pg,
-                                global_counts=counts or {"sft": 2, "pg_task": 3, "pg_adv": 3, "kl": 3}, **inputs)
+    loss, metrics = uniapl_loss(
+        lp,
+        weights=cfg.weights_at(0),
+        pg=cfg.pg,
+        global_counts=counts or {"sft": 2, "pg_task": 3, "pg_adv": 3, "kl": 3},
+        **inputs,
+    )
     loss.backward()
     return lp.grad[0].tolist(), metrics
 
@@ -88,17 +98,31 @@ def test_variants_reduce_to_their_terms():
     g, _ = _grad("a-grpo", **_batch())
     assert g == pytest.approx([0.0, 0.0, -1 / 3 + 0.2 / 3, 1 / 3 - 0.1 / 3, -0.5 / 3 - 0.1 / 3])
     g, _ = _grad("uniapl", **_batch())
-    assert g == pytest.approx([-0.25, -0.25, 0.5 * -1 / 3 + 0.2 / 3, 0.5 / 3 - 0.1 / 3, 0.5 * -0.5 / 3 - 0.1 / 3])
+    assert g == pytest.approx(
+        [-0.25, -0.25, 0.5 * -1 / 3 + 0.2 / 3, 0.5 / 3 - 0.1 / 3, 0.5 * -0.5 / 3 - 0.1 / 3]
+    )
     with pytest.raises(ValueError, match=r"advantages\['adv'\] was not given"):
-        _grad("a-grpo", sft_mask=_batch()["sft_mask"], rollout_mask=_batch()["rollout_mask"],
-              advantages={"task": _batch()["advantages"]["task"]})
+        _grad(
+            "a-grpo",
+            sft_mask=_batch()["sft_mask"],
+            rollout_mask=_batch()["rollout_mask"],
+            advantages={"task": _batch()["advantages"]["task"]},
+        )
 
 
 def _rollouts(with_reward=True):
     out = []
     for i, (r, d) in enumerate([(1.0, 0.5), (0.0, -0.5), (1.0, 2.0), (1.0, 0.0)]):
-        out.append(Sample([1], [2], SampleKind.ROLLOUT, group_id=i // 2,
-                          rewards={"task": r} if with_reward else {}, disc_score=d))
+        out.append(
+            Sample(
+                [1],
+                [2],
+                SampleKind.ROLLOUT,
+                group_id=i // 2,
+                rewards={"task": r} if with_reward else {},
+                disc_score=d,
+            )
+        )
     return out + [Sample([1], [2], SampleKind.DEMO)]
 
 
@@ -115,7 +139,12 @@ def test_advantage_assignment_per_variant():
     # Reward shaping, lambda_shape 1: group 1 signals 3.0 vs 1.0 -> +-1; no "adv" advantage.
     samples = _rollouts()
     assign_advantages(samples, objective_for_variant("reward-shaping", lambda_shape=1.0).weights_at(0), pg)
-    assert [s.advantages for s in samples[:4]] == [{"task": 1.0}, {"task": -1.0}, {"task": 1.0}, {"task": -1.0}]
+    assert [s.advantages for s in samples[:4]] == [
+        {"task": 1.0},
+        {"task": -1.0},
+        {"task": 1.0},
+        {"task": -1.0},
+    ]
     with pytest.raises(ValueError, match="have no reward 'task'"):
         assign_advantages(_rollouts(with_reward=False), objective_for_variant("grpo").weights_at(0), pg)
 

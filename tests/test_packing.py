@@ -14,13 +14,25 @@ def _demo(prompt, response, **kw):
 
 
 def _roll(prompt, response, group=0, adv=None, **kw):
-    return Sample(prompt_ids=prompt, response_ids=response, kind=SampleKind.ROLLOUT, group_id=group,
-                  advantages=adv if adv is not None else {"task": 0.0}, **kw)
+    return Sample(
+        prompt_ids=prompt,
+        response_ids=response,
+        kind=SampleKind.ROLLOUT,
+        group_id=group,
+        advantages=adv if adv is not None else {"task": 0.0},
+        **kw,
+    )
 
 
 def test_layout_by_hand():
     demo = _demo([5, 6], [7, 8])
-    roll = _roll([9], [10, 11, 12], adv={"task": 0.5, "adv": -1.0}, loss_mask=[1, 0, 1], rollout_logprobs=[-0.1, -0.2, -0.3])
+    roll = _roll(
+        [9],
+        [10, 11, 12],
+        adv={"task": 0.5, "adv": -1.0},
+        loss_mask=[1, 0, 1],
+        rollout_logprobs=[-0.1, -0.2, -0.3],
+    )
     packed = pack_samples([demo, roll], max_tokens_per_micro_batch=16)
     assert len(packed.micro_batches) == 1 and len(packed.micro_batches[0]) == 1
     mb = packed.micro_batches[0][0]
@@ -40,7 +52,9 @@ def test_layout_by_hand():
 
 
 def test_padding_tail_is_its_own_segment():
-    packed = pack_samples([_demo([1, 2, 3], [4, 5, 6, 7])], max_tokens_per_micro_batch=16, pad_to_multiple_of=4)
+    packed = pack_samples(
+        [_demo([1, 2, 3], [4, 5, 6, 7])], max_tokens_per_micro_batch=16, pad_to_multiple_of=4
+    )
     mb = packed.micro_batches[0][0]
     assert mb.input_ids.shape == (1, 8) and mb.num_real_tokens == 7
     assert mb.cu_seqlens.tolist() == [0, 7, 8]

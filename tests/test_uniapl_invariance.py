@@ -52,19 +52,30 @@ def _models():
 def _samples():
     rng = random.Random(0)
     samples = []
-    for i in range(5):  # demonstrations
-        samples.append(Sample([rng.randrange(VOCAB) for _ in range(rng.randint(1, 6))],
-                              [rng.randrange(VOCAB) for _ in range(rng.randint(1, 9))], SampleKind.DEMO))
+    for _ in range(5):  # demonstrations
+        samples.append(
+            Sample(
+                [rng.randrange(VOCAB) for _ in range(rng.randint(1, 6))],
+                [rng.randrange(VOCAB) for _ in range(rng.randint(1, 9))],
+                SampleKind.DEMO,
+            )
+        )
     for g in range(3):  # 3 prompts x 4 responses
         prompt = [rng.randrange(VOCAB) for _ in range(rng.randint(1, 6))]
         for _ in range(4):
             n = rng.randint(1, 9)
-            samples.append(Sample(
-                prompt, [rng.randrange(VOCAB) for _ in range(n)], SampleKind.ROLLOUT, group_id=g,
-                loss_mask=[int(rng.random() > 0.2) for _ in range(n)],
-                rollout_logprobs=[-rng.uniform(0.5, 4.0) for _ in range(n)],
-                rewards={"task": float(rng.random() > 0.5)}, disc_score=rng.gauss(0, 1),
-            ))
+            samples.append(
+                Sample(
+                    prompt,
+                    [rng.randrange(VOCAB) for _ in range(n)],
+                    SampleKind.ROLLOUT,
+                    group_id=g,
+                    loss_mask=[int(rng.random() > 0.2) for _ in range(n)],
+                    rollout_logprobs=[-rng.uniform(0.5, 4.0) for _ in range(n)],
+                    rewards={"task": float(rng.random() > 0.5)},
+                    disc_score=rng.gauss(0, 1),
+                )
+            )
     return samples
 
 
@@ -109,8 +120,14 @@ def _packed_grads(model, old, ref, packed, w, pg, rank_count):
             with torch.no_grad():
                 mb.old_logprobs = logprobs_from_logits(old(mb.input_ids), mb.targets)
                 ref_logprobs = logprobs_from_logits(ref(mb.input_ids), mb.targets)
-            loss, _ = uniapl_loss(logprobs, weights=w, pg=pg, global_counts=packed.term_counts(),
-                                  ref_logprobs=ref_logprobs, **mb.loss_inputs())
+            loss, _ = uniapl_loss(
+                logprobs,
+                weights=w,
+                pg=pg,
+                global_counts=packed.term_counts(),
+                ref_logprobs=ref_logprobs,
+                **mb.loss_inputs(),
+            )
             loss.backward()  # accumulates over micro-batches
             value += loss.item()
         for g, p in zip(grads, replica.parameters()):
@@ -148,7 +165,12 @@ def test_clipping_actually_happens_in_the_invariance_batch():
     packed = pack_samples(samples, max_tokens_per_micro_batch=512)
     mb = packed.micro_batches[0][0]
     mb.old_logprobs = logprobs_from_logits(old(mb.input_ids), mb.targets).detach()
-    _, metrics = uniapl_loss(logprobs_from_logits(model(mb.input_ids), mb.targets), weights=w, pg=pg,
-                             global_counts=packed.term_counts(), **mb.loss_inputs())
+    _, metrics = uniapl_loss(
+        logprobs_from_logits(model(mb.input_ids), mb.targets),
+        weights=w,
+        pg=pg,
+        global_counts=packed.term_counts(),
+        **mb.loss_inputs(),
+    )
     assert 0.05 < metrics["pg_task/clip_frac"].item() < 0.95
     assert metrics["pg_task/tis_capped_frac"].item() > 0.0

@@ -4,10 +4,10 @@ Three configurations of one packed step, each timed in this process:
   grpo          rollouts only, the task surrogate (the baseline);
   uniapl-roll   the same rollouts, task + adversarial surrogates (+ KL when --beta > 0);
   uniapl        the same rollouts plus demonstrations (1 demo per RL prompt), SFT + both surrogates.
-Two costs each (best of --repeats rounds, cases interleaved): `loss` (log-probs from given logits, the loss, backward to the logits: what this
-package adds) and `step` (a tiny random Qwen3 forward + loss + backward). Ratios are against grpo.
-The model attends across the samples of a packed row here (no varlen attention in this harness);
-that changes no cost that matters for the comparison.
+Two costs each (best of --repeats rounds, cases interleaved): `loss` (log-probs from given
+logits, the loss, backward to the logits: what this package adds) and `step` (a tiny random
+Qwen3 forward + loss + backward). Ratios are against grpo. The model attends across the samples
+of a packed row here (no varlen attention in this harness); the cost comparison is unaffected.
 """
 
 from __future__ import annotations
@@ -32,11 +32,21 @@ def _batch(args, rng: random.Random, with_demos: bool) -> list[Sample]:
         prompt = [rng.randrange(args.vocab) for _ in range(args.prompt_len)]
         for _ in range(args.group):
             n = rng.randint(args.response_len // 2, args.response_len)
-            samples.append(Sample(prompt, [rng.randrange(args.vocab) for _ in range(n)], SampleKind.ROLLOUT, group_id=g,
-                                  rollout_logprobs=[-rng.uniform(0.1, 5.0) for _ in range(n)],
-                                  rewards={"task": float(rng.random() > 0.5)}, disc_score=rng.gauss(0.0, 1.0)))
+            samples.append(
+                Sample(
+                    prompt,
+                    [rng.randrange(args.vocab) for _ in range(n)],
+                    SampleKind.ROLLOUT,
+                    group_id=g,
+                    rollout_logprobs=[-rng.uniform(0.1, 5.0) for _ in range(n)],
+                    rewards={"task": float(rng.random() > 0.5)},
+                    disc_score=rng.gauss(0.0, 1.0),
+                )
+            )
         if with_demos:
-            samples.append(Sample(prompt, [rng.randrange(args.vocab) for _ in range(args.response_len)], SampleKind.DEMO))
+            samples.append(
+                Sample(prompt, [rng.randrange(args.vocab) for _ in range(args.response_len)], SampleKind.DEMO)
+            )
     return samples
 
 
@@ -74,7 +84,9 @@ def _case(args, model, variant: str, with_demos: bool):
 
     def loss_of(mb, lg, ref):
         lp = logprobs_from_logits(lg, mb.targets)
-        return uniapl_loss(lp, weights=w, pg=cfg.pg, global_counts=counts, ref_logprobs=ref, **mb.loss_inputs())[0]
+        return uniapl_loss(
+            lp, weights=w, pg=cfg.pg, global_counts=counts, ref_logprobs=ref, **mb.loss_inputs()
+        )[0]
 
     def loss_only():
         for mb, lg, ref in zip(mbs, logits, refs):
@@ -98,7 +110,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--vocab", type=int, default=8192, help="vocabulary of the tiny model")
     parser.add_argument("--max-tokens", type=int, default=1024, help="max_tokens_per_micro_batch")
     parser.add_argument("--beta", type=float, default=0.0, help="KL weight for the uniapl cases")
-    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (1 is steadiest on shared machines)")
+    parser.add_argument(
+        "--threads", type=int, default=1, help="torch CPU threads (1 is steadiest on shared machines)"
+    )
     parser.add_argument("--repeats", type=int, default=7, help="rounds; the best time of each case is kept")
     args = parser.parse_args(argv)
 
@@ -108,21 +122,34 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    model = Qwen3ForCausalLM(tiny_qwen3_config(
-        vocab_size=args.vocab, max_position_embeddings=4096, pad_token_id=0, bos_token_id=0, eos_token_id=1
-    ))
+    model = Qwen3ForCausalLM(
+        tiny_qwen3_config(
+            vocab_size=args.vocab,
+            max_position_embeddings=4096,
+            pad_token_id=0,
+            bos_token_id=0,
+            eos_token_id=1,
+        )
+    )
     cases = [("grpo", "grpo", False), ("uniapl-roll", "a-grpo", False), ("uniapl", "uniapl", True)]
     built = {name: _case(args, model, variant, demos) for name, variant, demos in cases}
     loss_s = _interleaved_min({name: c[0] for name, c in built.items()}, args.repeats)
     step_s = _interleaved_min({name: c[1] for name, c in built.items()}, args.repeats)
     results = {name: (loss_s[name], step_s[name], built[name][2]) for name in built}
     base_loss, base_step, base_tokens = results["grpo"]
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, vocab {args.vocab}, beta {args.beta}")
-    print(f"{'case':<12} {'tokens':>7} {'loss ms':>9} {'x grpo':>7} {'step ms':>9} {'x grpo':>7} {'step x/token':>13}")
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, vocab {args.vocab}, beta {args.beta}"
+    )
+    print(
+        f"{'case':<12} {'tokens':>7} {'loss ms':>9} {'x grpo':>7} {'step ms':>9} {'x grpo':>7} "
+        f"{'step x/token':>13}"
+    )
     for name, (loss_s, step_s, tokens) in results.items():
         per_token = (step_s / tokens) / (base_step / base_tokens)
-        print(f"{name:<12} {tokens:>7} {loss_s * 1e3:>9.2f} {loss_s / base_loss:>7.2f} "
-              f"{step_s * 1e3:>9.2f} {step_s / base_step:>7.2f} {per_token:>13.2f}")
+        print(
+            f"{name:<12} {tokens:>7} {loss_s * 1e3:>9.2f} {loss_s / base_loss:>7.2f} "
+            f"{step_s * 1e3:>9.2f} {step_s / base_step:>7.2f} {per_token:>13.2f}"
+        )
     return 0
 
 

@@ -95,7 +95,9 @@ class PackedBatch:
 
 
 def _loss_tokens(sample: Sample) -> int:
-    return len(sample.response_ids) if sample.loss_mask is None else int(sum(1 for m in sample.loss_mask if m))
+    return (
+        len(sample.response_ids) if sample.loss_mask is None else int(sum(1 for m in sample.loss_mask if m))
+    )
 
 
 def _deal_to_ranks(lengths: Sequence[int], dp_size: int) -> list[list[int]]:
@@ -230,19 +232,33 @@ def pack_samples(
     lengths = [s.num_tokens for s in samples]
     for i, s in enumerate(samples):
         if lengths[i] > max_tokens_per_micro_batch:
-            raise ValueError(f"sample {i} has {lengths[i]} tokens, over max_tokens_per_micro_batch={max_tokens_per_micro_batch}")
+            raise ValueError(
+                f"sample {i} has {lengths[i]} tokens, over "
+                f"max_tokens_per_micro_batch={max_tokens_per_micro_batch}"
+            )
         if not s.prompt_ids:
-            raise ValueError(f"sample {i} has an empty prompt; the packed layout needs at least one prompt token")
+            raise ValueError(
+                f"sample {i} has an empty prompt; the packed layout needs at least one prompt token"
+            )
     rollouts = [i for i, s in enumerate(samples) if s.kind == SampleKind.ROLLOUT]
     keys = sorted(samples[rollouts[0]].advantages) if rollouts else []
     for i in rollouts:
         if sorted(samples[i].advantages) != keys:
-            raise ValueError(f"rollout sample {i} has advantages {sorted(samples[i].advantages)}, sample {rollouts[0]} has {keys}")
+            raise ValueError(
+                f"rollout sample {i} has advantages {sorted(samples[i].advantages)}, "
+                f"sample {rollouts[0]} has {keys}"
+            )
 
-    per_rank = [_first_fit_decreasing(r, lengths, max_tokens_per_micro_batch) for r in _deal_to_ranks(lengths, dp_size)]
+    per_rank = [
+        _first_fit_decreasing(r, lengths, max_tokens_per_micro_batch)
+        for r in _deal_to_ranks(lengths, dp_size)
+    ]
     count = max(1, max(len(b) for b in per_rank))
     per_rank = [_split_to(b, lengths, count) for b in per_rank]
-    micro_batches = [[_build_micro_batch(samples, b, keys, pad_to_multiple_of, pad_token_id) for b in bins] for bins in per_rank]
+    micro_batches = [
+        [_build_micro_batch(samples, b, keys, pad_to_multiple_of, pad_token_id) for b in bins]
+        for bins in per_rank
+    ]
     n_sft = sum(_loss_tokens(s) for s in samples if s.kind == SampleKind.DEMO)
     n_roll = sum(_loss_tokens(s) for s in samples if s.kind == SampleKind.ROLLOUT)
     return PackedBatch(micro_batches, n_sft, n_roll, keys)

@@ -34,12 +34,14 @@ def discriminator_loss(
     if not 0.0 <= label_smoothing < 0.5:
         raise ValueError(f"label_smoothing must be in [0, 0.5), got {label_smoothing}")
     if expert_logits.numel() == 0 or policy_logits.numel() == 0:
-        raise ValueError(f"need expert and policy responses, got {expert_logits.numel()} and {policy_logits.numel()}")
+        raise ValueError(
+            f"need expert and policy responses, got {expert_logits.numel()} and {policy_logits.numel()}"
+        )
     expert_logits, policy_logits = expert_logits.float().flatten(), policy_logits.float().flatten()
     expert_target = torch.full_like(expert_logits, 1.0 - label_smoothing)
-    loss = 0.5 * F.binary_cross_entropy_with_logits(expert_logits, expert_target) + 0.5 * F.binary_cross_entropy_with_logits(
-        policy_logits, torch.zeros_like(policy_logits)
-    )
+    loss = 0.5 * F.binary_cross_entropy_with_logits(
+        expert_logits, expert_target
+    ) + 0.5 * F.binary_cross_entropy_with_logits(policy_logits, torch.zeros_like(policy_logits))
     metrics = accuracy(expert_logits, policy_logits)
     metrics["disc/expert_logit"] = expert_logits.detach().mean()
     metrics["disc/policy_logit"] = policy_logits.detach().mean()
@@ -75,6 +77,8 @@ def r1_penalty(logits: torch.Tensor, inputs_embeds: torch.Tensor) -> torch.Tenso
                    get zero gradient when the scorer masks them, so they add nothing.
     """
     if not inputs_embeds.requires_grad:
-        raise ValueError("r1_penalty needs inputs_embeds that require grad (embed, then score the embeddings)")
+        raise ValueError(
+            "r1_penalty needs inputs_embeds that require grad (embed, then score the embeddings)"
+        )
     (grad,) = torch.autograd.grad(logits.sum(), inputs_embeds, create_graph=True)
     return grad.pow(2).flatten(1).sum(1).mean()

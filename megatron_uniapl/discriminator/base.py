@@ -33,7 +33,9 @@ trained with when it has one."""
 class Discriminator(Protocol):
     """Anything that scores policy responses against expert references."""
 
-    def score(self, prompts: Sequence[str], references: Sequence[str], responses: Sequence[str]) -> list[float]:
+    def score(
+        self, prompts: Sequence[str], references: Sequence[str], responses: Sequence[str]
+    ) -> list[float]:
         """One float per (prompt, reference, response) triple; higher = more expert-like."""
         ...
 
@@ -46,25 +48,37 @@ def check_triples(prompts: Sequence[str], references: Sequence[str], responses: 
     for name, values in (("prompts", prompts), ("references", references), ("responses", responses)):
         for i, v in enumerate(values):
             if not isinstance(v, str):
-                raise ValueError(f"{name}[{i}] is {type(v).__name__}, expected str (a missing expert reference?)")
+                raise ValueError(
+                    f"{name}[{i}] is {type(v).__name__}, expected str (a missing expert reference?)"
+                )
     return n
 
 
-def validate_template(template: str, where: str = "template", required: frozenset = frozenset({"response"})) -> str:
+def validate_template(
+    template: str, where: str = "template", required: frozenset = frozenset({"response"})
+) -> str:
     """Check that `template` uses only {prompt}/{reference}/{response} and all `required` ones."""
     try:
         fields = {name for _, name, _, _ in string.Formatter().parse(template) if name is not None}
     except ValueError as err:
-        raise ValueError(f"{where} is not a valid format string ({err}); write literal braces as {{{{ }}}}") from err
+        raise ValueError(
+            f"{where} is not a valid format string ({err}); write literal braces as {{{{ }}}}"
+        ) from err
     unknown = fields - TEMPLATE_FIELDS
     if unknown:
-        raise ValueError(f"{where} uses unknown field(s) {sorted(unknown)}; allowed: {sorted(TEMPLATE_FIELDS)}")
+        raise ValueError(
+            f"{where} uses unknown field(s) {sorted(unknown)}; allowed: {sorted(TEMPLATE_FIELDS)}"
+        )
     missing = set(required) - fields
     if missing:
         raise ValueError(f"{where} lacks the field(s) {sorted(missing)}")
     return template
 
 
-def render(template: str, prompts: Sequence[str], references: Sequence[str], responses: Sequence[str]) -> list[str]:
+def render(
+    template: str, prompts: Sequence[str], references: Sequence[str], responses: Sequence[str]
+) -> list[str]:
     """The classifier input text of every triple (values are inserted literally, braces and all)."""
-    return [template.format(prompt=p, reference=r, response=y) for p, r, y in zip(prompts, references, responses)]
+    return [
+        template.format(prompt=p, reference=r, response=y) for p, r, y in zip(prompts, references, responses)
+    ]

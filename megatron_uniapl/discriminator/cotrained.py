@@ -104,7 +104,9 @@ class CoTrainedDiscriminator:
         self.config = config
         self.tokenizer = tokenizer
         self.optimizer = torch.optim.AdamW(
-            [p for p in module.parameters() if p.requires_grad], lr=config.lr, betas=config.betas,
+            [p for p in module.parameters() if p.requires_grad],
+            lr=config.lr,
+            betas=config.betas,
             weight_decay=config.weight_decay,
         )
         self.updates_done = 0
@@ -136,7 +138,9 @@ class CoTrainedDiscriminator:
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if self.config.grad_clip is not None:
-            metrics["disc/grad_norm"] = torch.nn.utils.clip_grad_norm_(self.module.parameters(), self.config.grad_clip)
+            metrics["disc/grad_norm"] = torch.nn.utils.clip_grad_norm_(
+                self.module.parameters(), self.config.grad_clip
+            )
         self.optimizer.step()
         self.updates_done += 1
         metrics["disc/loss"] = loss.detach()
@@ -152,7 +156,10 @@ class CoTrainedDiscriminator:
         """Right-padded ids and mask [N, S] of `texts`, each cut to its last `max_length` tokens."""
         if self.tokenizer is None:
             raise ValueError("scoring text needs a tokenizer: pass tokenizer= to CoTrainedDiscriminator")
-        rows = [ids[-self.config.max_length :] for ids in self.tokenizer(list(texts), add_special_tokens=False)["input_ids"]]
+        rows = [
+            ids[-self.config.max_length :]
+            for ids in self.tokenizer(list(texts), add_special_tokens=False)["input_ids"]
+        ]
         width = max(1, max(len(r) for r in rows))
         pad = self.tokenizer.pad_token_id or 0
         ids = torch.full((len(rows), width), pad, dtype=torch.long)
@@ -162,7 +169,9 @@ class CoTrainedDiscriminator:
             mask[i, : len(r)] = 1
         return ids, mask
 
-    def score(self, prompts: Sequence[str], references: Sequence[str], responses: Sequence[str]) -> list[float]:
+    def score(
+        self, prompts: Sequence[str], references: Sequence[str], responses: Sequence[str]
+    ) -> list[float]:
         """`Discriminator.score`: the clipped log-odds of each rendered triple."""
         check_triples(prompts, references, responses)
         ids, mask = self.encode(render(self.config.template, prompts, references, responses))
@@ -170,7 +179,11 @@ class CoTrainedDiscriminator:
 
     def state_dict(self) -> dict:
         """Everything a resume needs: weights, optimizer moments, update count."""
-        return {"module": self.module.state_dict(), "optimizer": self.optimizer.state_dict(), "updates_done": self.updates_done}
+        return {
+            "module": self.module.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "updates_done": self.updates_done,
+        }
 
     def load_state_dict(self, state: dict) -> None:
         """Restore what `state_dict` returned."""

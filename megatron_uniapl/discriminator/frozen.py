@@ -53,7 +53,9 @@ class FrozenScorerConfig:
         if self.batch_size <= 0 or self.max_length <= 0:
             raise ValueError(f"{where}.batch_size and {where}.max_length must be > 0")
         if self.truncation_side not in ("left", "right"):
-            raise ValueError(f"{where}.truncation_side must be 'left' or 'right', got {self.truncation_side!r}")
+            raise ValueError(
+                f"{where}.truncation_side must be 'left' or 'right', got {self.truncation_side!r}"
+            )
         if self.dtype not in DTYPES:
             raise ValueError(f"{where}.dtype is {self.dtype!r}; choose one of {sorted(DTYPES)}")
 
@@ -76,11 +78,14 @@ class FrozenRewardModel:
         model = AutoModelForSequenceClassification.from_pretrained(config.path, dtype=DTYPES[config.dtype])
         if model.config.num_labels not in (1, 2):
             raise ValueError(
-                f"{config.path}: num_labels is {model.config.num_labels}; a discriminator needs 1 (reward) or 2 (binary)"
+                f"{config.path}: num_labels is {model.config.num_labels}; a discriminator needs "
+                f"1 (reward) or 2 (binary)"
             )
         if model.config.pad_token_id is None:
             if self.tokenizer.pad_token_id is None:
-                raise ValueError(f"{config.path}: neither the model config nor the tokenizer defines a pad token")
+                raise ValueError(
+                    f"{config.path}: neither the model config nor the tokenizer defines a pad token"
+                )
             model.config.pad_token_id = self.tokenizer.pad_token_id
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token_id = model.config.pad_token_id
@@ -88,7 +93,9 @@ class FrozenRewardModel:
         self.model = model.eval().to(self.device)
 
     @torch.no_grad()
-    def score(self, prompts: Sequence[str], references: Sequence[str], responses: Sequence[str]) -> list[float]:
+    def score(
+        self, prompts: Sequence[str], references: Sequence[str], responses: Sequence[str]
+    ) -> list[float]:
         """Scores in input order: the reward head's output, or log p(1)/p(0) for a binary head."""
         n = check_triples(prompts, references, responses)
         texts = render(self.config.template, prompts, references, responses)
@@ -96,16 +103,27 @@ class FrozenRewardModel:
         order = sorted(range(n), key=lambda i: len(encoded[i]))
         truncated = sum(1 for ids in encoded if len(ids) > self.config.max_length)
         if truncated:
-            log.warning("%d of %d discriminator inputs exceed %d tokens and are truncated on the %s",
-                        truncated, n, self.config.max_length, self.config.truncation_side)
+            log.warning(
+                "%d of %d discriminator inputs exceed %d tokens and are truncated on the %s",
+                truncated,
+                n,
+                self.config.max_length,
+                self.config.truncation_side,
+            )
         scores = [0.0] * n
         for start in range(0, n, self.config.batch_size):
             chunk = order[start : start + self.config.batch_size]
             batch = self.tokenizer(
-                [texts[i] for i in chunk], add_special_tokens=False, padding=True, truncation=True,
-                max_length=self.config.max_length, return_tensors="pt",
+                [texts[i] for i in chunk],
+                add_special_tokens=False,
+                padding=True,
+                truncation=True,
+                max_length=self.config.max_length,
+                return_tensors="pt",
             ).to(self.device)
-            logits = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits.float()
+            logits = self.model(
+                input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]
+            ).logits.float()
             values = logits[:, 0] if logits.shape[-1] == 1 else logits[:, 1] - logits[:, 0]
             for i, v in zip(chunk, values.tolist()):
                 scores[i] = v

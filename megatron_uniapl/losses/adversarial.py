@@ -50,7 +50,9 @@ def assign_advantages(
     def scores() -> list[float]:
         missing = [i for i, s in rollouts if s.disc_score is None]
         if missing:
-            raise ValueError(f"rollout samples {missing[:10]} have no disc_score but the step uses the discriminator")
+            raise ValueError(
+                f"rollout samples {missing[:10]} have no disc_score but the step uses the discriminator"
+            )
         return [float(s.disc_score) for _, s in rollouts]
 
     if weights.mu < 1.0:

@@ -47,7 +47,9 @@ class PolicyGradientConfig:
             if getattr(self, name) < 0:
                 raise ValueError(f"{where}.{name} must be >= 0, got {getattr(self, name)}")
         if self.clip_low >= 1:
-            raise ValueError(f"{where}.clip_low must be < 1 (rho is clipped at 1 - clip_low), got {self.clip_low}")
+            raise ValueError(
+                f"{where}.clip_low must be < 1 (rho is clipped at 1 - clip_low), got {self.clip_low}"
+            )
         if self.std_ddof not in (0, 1):
             raise ValueError(f"{where}.std_ddof must be 0 or 1, got {self.std_ddof}")
         if self.tis_cap is not None and self.tis_cap <= 0:
@@ -100,7 +102,9 @@ class Stage:
         if self.steps is not None and self.steps <= 0:
             raise ValueError(f"{where}.steps must be > 0 or None, got {self.steps}")
         if self.rollout_prompts not in ROLLOUT_PROMPTS:
-            raise ValueError(f"{where}.rollout_prompts is {self.rollout_prompts!r}; choose one of {ROLLOUT_PROMPTS}")
+            raise ValueError(
+                f"{where}.rollout_prompts is {self.rollout_prompts!r}; choose one of {ROLLOUT_PROMPTS}"
+            )
         mu_lo, _ = self.mu.bounds()
         needs_rollouts = mu_lo < 1 or self.lambda_adv > 0 or self.beta > 0
         if needs_rollouts and not self.uses_rollouts:
@@ -148,7 +152,7 @@ class ObjectiveConfig:
     pg: PolicyGradientConfig = field(default_factory=PolicyGradientConfig)
     """Surrogate, advantage and KL-estimator settings."""
 
-    def validate(self) -> "ObjectiveConfig":
+    def validate(self) -> ObjectiveConfig:
         """Check every field; raise ValueError naming the first bad one. Returns self."""
         if not self.stages:
             raise ValueError("objective.stages is empty; a recipe needs at least one stage")
@@ -186,7 +190,10 @@ class ObjectiveConfig:
         for i, stage in enumerate(self.stages):
             where = f"objective.stages[{i}] ({stage.name!r} of variant {self.variant!r})"
             if stage.uses_rollouts and not has_rollout_engine:
-                raise ValueError(f"{where} samples rollouts on {stage.rollout_prompts} prompts but no rollout engine is configured")
+                raise ValueError(
+                    f"{where} samples rollouts on {stage.rollout_prompts} prompts but no rollout "
+                    f"engine is configured"
+                )
             if stage.uses_discriminator and not has_references:
                 raise ValueError(
                     f"{where} uses the discriminator (lambda_adv={stage.lambda_adv}, lambda_shape="

@@ -38,7 +38,8 @@ def entropy_from_logits(logits: torch.Tensor) -> torch.Tensor:
     """Entropy of softmax(logits) per position, in nats.
 
     logits: [..., V]. Returns [...] float32: `logsumexp(z) - sum_v softmax(z)_v * z_v`, which
-    equals `-sum p log p` (shift-invariant in z) without ever taking the log of an underflowed probability. No reduction.
+    equals `-sum p log p` (shift-invariant in z) without ever taking the log of an underflowed
+    probability. No reduction.
     """
     # Shifting by the max first keeps both terms small: with raw logits of size ~1000 they would
     # cancel to a difference of ~1 and lose 5 digits of float32.

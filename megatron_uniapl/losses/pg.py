@@ -114,7 +114,9 @@ def kl_per_token(logprobs: torch.Tensor, ref_logprobs: torch.Tensor, estimator: 
     raise ValueError(f"unknown KL estimator {estimator!r}; choose one of {KL_ESTIMATORS}")
 
 
-def kl_term(logprobs: torch.Tensor, ref_logprobs: torch.Tensor, mask: torch.Tensor, estimator: str = "k3") -> LossTerm:
+def kl_term(
+    logprobs: torch.Tensor, ref_logprobs: torch.Tensor, mask: torch.Tensor, estimator: str = "k3"
+) -> LossTerm:
     """The KL penalty summed over one micro-batch's rollout tokens (shapes [...]; see `kl_per_token`)."""
     per_token = kl_per_token(logprobs, ref_logprobs, estimator)
     return masked_term(per_token, mask, {"kl": masked_sum(per_token, mask)})

@@ -58,7 +58,9 @@ def masked_term(per_token: torch.Tensor, mask: torch.Tensor, metrics: dict | Non
     if per_token.shape != mask.shape:
         raise ValueError(f"per-token loss shape {tuple(per_token.shape)} != mask shape {tuple(mask.shape)}")
     keep = mask.bool()
-    total = torch.where(keep, per_token, torch.zeros((), dtype=per_token.dtype, device=per_token.device)).sum()
+    total = torch.where(
+        keep, per_token, torch.zeros((), dtype=per_token.dtype, device=per_token.device)
+    ).sum()
     return LossTerm(total=total, count=keep.sum().detach(), metrics=dict(metrics or {}))
 
 
@@ -92,7 +94,9 @@ def combine_terms(
         if name not in weights:
             raise KeyError(f"loss term {name!r} has no weight; weights given for {sorted(weights)}")
         if name not in global_counts:
-            raise KeyError(f"loss term {name!r} has no global token count; counts given for {sorted(global_counts)}")
+            raise KeyError(
+                f"loss term {name!r} has no global token count; counts given for {sorted(global_counts)}"
+            )
         n = float(global_counts[name])
         if n < 0:
             raise ValueError(f"global token count of {name!r} is negative ({n})")

@@ -30,7 +30,12 @@ TERM_NAMES = ("sft", "pg_task", "pg_adv", "kl")
 
 def term_token_counts(num_sft_tokens: int, num_rollout_tokens: int) -> dict[str, int]:
     """Global token count N_k of every term, from the global batch's demo and rollout loss tokens."""
-    return {"sft": num_sft_tokens, "pg_task": num_rollout_tokens, "pg_adv": num_rollout_tokens, "kl": num_rollout_tokens}
+    return {
+        "sft": num_sft_tokens,
+        "pg_task": num_rollout_tokens,
+        "pg_adv": num_rollout_tokens,
+        "kl": num_rollout_tokens,
+    }
 
 
 def uniapl_terms(
@@ -56,7 +61,9 @@ def uniapl_terms(
 
     def need(value, what: str, term: str):
         if value is None:
-            raise ValueError(f"loss term {term!r} has weight {term_w[term]} at this step but {what} was not given")
+            raise ValueError(
+                f"loss term {term!r} has weight {term_w[term]} at this step but {what} was not given"
+            )
         return value
 
     if term_w["sft"] > 0:
@@ -76,7 +83,10 @@ def uniapl_terms(
             )
     if term_w["kl"] > 0:
         terms["kl"] = kl_term(
-            logprobs, need(ref_logprobs, "ref_logprobs", "kl"), need(rollout_mask, "rollout_mask", "kl"), pg.kl_estimator
+            logprobs,
+            need(ref_logprobs, "ref_logprobs", "kl"),
+            need(rollout_mask, "rollout_mask", "kl"),
+            pg.kl_estimator,
         )
     return terms
 
