@@ -22,6 +22,12 @@ divided by the number of micro-batches or ranks. A data-parallel wrapper that AV
 over ranks (Megatron's DDP default) must therefore be configured to sum, or the caller multiplies
 the loss by the data-parallel size; the trainer owns that choice.
 
+With Megatron-Core (0.19) and `calculate_per_token_loss=False`, the pipeline schedule divides the
+loss each micro-batch returns by `num_microbatches` (and by the returned token count, when the
+loss function returns three values) and DDP scales gradients by 1 / (size of the data-and-context
+parallel group it reduces over). The Megatron loss function therefore returns
+`(loss * num_microbatches * dp_cp_size, 1, reduced)` to recover exactly this contract.
+
 Why not the per-micro-batch mean: a micro-batch with 10 demo tokens would weigh as much as one with
 10,000, so the gradient would depend on how samples happened to be packed.
 
