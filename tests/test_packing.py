@@ -121,5 +121,7 @@ def test_bad_inputs_are_named():
         pack_samples([_demo([], [2, 3])], max_tokens_per_micro_batch=10)
     with pytest.raises(ValueError, match="rollout sample 1 has advantages"):
         pack_samples([_roll([1], [2], adv={"task": 1.0}), _roll([1], [2], adv={"adv": 1.0})], 10)
+    with pytest.raises(ValueError, match=r"rollout samples \[0\] have no rollout_logprobs but sample 1 has"):
+        pack_samples([_roll([1], [2]), _roll([1], [2], rollout_logprobs=[-1.0])], 10)
     with pytest.raises(ValueError, match="multiple of pad_to_multiple_of"):
         pack_samples([_demo([1], [2])], max_tokens_per_micro_batch=10, pad_to_multiple_of=4)

@@ -146,64 +146,55 @@ def _split_to(bins: list[list[int]], lengths: Sequence[int], count: int) -> list
 def _build_micro_batch(
     samples: Sequence[Sample], indices: list[int], keys: list[str], pad_to_multiple_of: int, pad_token_id: int
 ) -> PackedMicroBatch:
-    ids: list[int] = []
-    pos: list[int] = []
-    tgt: list[int] = []
-    sft: list[float] = []
-    roll: list[float] = []
-    kind: list[int] = []
-    adv: dict[str, list[float]] = {k: [] for k in keys}
-    rlp: list[float] = []
-    cu = [0]
-    for i in sorted(indices):
-        s = samples[i]
-        seq = list(s.prompt_ids) + list(s.response_ids)
-        n, p = len(seq), len(s.prompt_ids)
-        mask = [0.0] * n
-        logp = [0.0] * n
-        for j in range(len(s.response_ids)):
-            if s.loss_mask is None or s.loss_mask[j]:
-                mask[p + j - 1] = 1.0
-            if s.rollout_logprobs is not None:
-                logp[p + j - 1] = float(s.rollout_logprobs[j])
-        is_roll = s.kind == SampleKind.ROLLOUT
-        ids += seq
-        pos += range(n)
-        tgt += seq[1:] + [pad_token_id]
-        sft += [0.0] * n if is_roll else mask
-        roll += mask if is_roll else [0.0] * n
-        kind += [KIND_CODES[s.kind]] * n
-        for k in keys:
-            a = float(s.advantages[k]) if is_roll else 0.0
-            adv[k] += [a * m for m in mask] if is_roll else [0.0] * n
-        rlp += logp if is_roll else [0.0] * n
-        cu.append(cu[-1] + n)
-    real = len(ids)
+    order = sorted(indices)
+    real = sum(samples[i].num_tokens for i in order)
     pad = (-real) % pad_to_multiple_of if real else pad_to_multiple_of
+    total = real + pad
+    input_ids = torch.full((total,), pad_token_id, dtype=torch.long)
+    targets = torch.full((total,), pad_token_id, dtype=torch.long)
+    position_ids = torch.zeros(total, dtype=torch.long)
+    sft_mask = torch.zeros(total)
+    rollout_mask = torch.zeros(total)
+    kind = torch.zeros(total, dtype=torch.int8)
+    advantages = {k: torch.zeros(total) for k in keys}
+    has_rlp = any(samples[i].rollout_logprobs is not None for i in order)
+    rollout_logprobs = torch.zeros(total) if has_rlp else None
+    cu = [0]
+    for i in order:
+        s = samples[i]
+        p, r = len(s.prompt_ids), len(s.response_ids)
+        start, n = cu[-1], p + r
+        seq = torch.tensor(list(s.prompt_ids) + list(s.response_ids), dtype=torch.long)
+        input_ids[start : start + n] = seq
+        targets[start : start + n - 1] = seq[1:]
+        position_ids[start : start + n] = torch.arange(n)
+        kind[start : start + n] = KIND_CODES[s.kind]
+        # Response token j is predicted at position p + j - 1 (see the shift convention).
+        predicted = slice(start + p - 1, start + p - 1 + r)
+        mask = torch.ones(r) if s.loss_mask is None else torch.tensor(s.loss_mask, dtype=torch.float32)
+        if s.kind == SampleKind.ROLLOUT:
+            rollout_mask[predicted] = mask
+            for k in keys:
+                advantages[k][predicted] = float(s.advantages[k]) * mask
+            if s.rollout_logprobs is not None:
+                rollout_logprobs[predicted] = torch.tensor(s.rollout_logprobs, dtype=torch.float32)
+        else:
+            sft_mask[predicted] = mask
+        cu.append(start + n)
     if pad:
-        ids += [pad_token_id] * pad
-        pos += range(pad)
-        tgt += [pad_token_id] * pad
-        sft += [0.0] * pad
-        roll += [0.0] * pad
-        kind += [0] * pad
-        for k in keys:
-            adv[k] += [0.0] * pad
-        rlp += [0.0] * pad
-        cu.append(cu[-1] + pad)
-    row = lambda values, dtype: torch.tensor(values, dtype=dtype).unsqueeze(0)  # noqa: E731
-    has_rlp = any(samples[i].rollout_logprobs is not None for i in indices)
+        position_ids[real:] = torch.arange(pad)
+        cu.append(total)
     return PackedMicroBatch(
-        input_ids=row(ids, torch.long),
-        position_ids=row(pos, torch.long),
+        input_ids=input_ids.unsqueeze(0),
+        position_ids=position_ids.unsqueeze(0),
         cu_seqlens=torch.tensor(cu, dtype=torch.int32),
-        targets=row(tgt, torch.long),
-        sft_mask=row(sft, torch.float32),
-        rollout_mask=row(roll, torch.float32),
-        kind=row(kind, torch.int8),
-        advantages={k: row(v, torch.float32) for k, v in adv.items()},
-        rollout_logprobs=row(rlp, torch.float32) if has_rlp else None,
-        sample_indices=sorted(indices),
+        targets=targets.unsqueeze(0),
+        sft_mask=sft_mask.unsqueeze(0),
+        rollout_mask=rollout_mask.unsqueeze(0),
+        kind=kind.unsqueeze(0),
+        advantages={k: v.unsqueeze(0) for k, v in advantages.items()},
+        rollout_logprobs=None if rollout_logprobs is None else rollout_logprobs.unsqueeze(0),
+        sample_indices=order,
         num_real_tokens=real,
     )
 
@@ -219,8 +210,8 @@ def pack_samples(
 
     Deterministic: every rank can call it on the same global batch and take `micro_batches[rank]`.
     Raises ValueError for a sample longer than the budget, one with an empty prompt (its first
-    response token would have no position to be predicted from), or rollouts whose advantage
-    signals disagree.
+    response token would have no position to be predicted from), rollouts whose advantage
+    signals disagree, or engine log-probs on some rollouts but not all.
     """
     if max_tokens_per_micro_batch <= 0 or dp_size <= 0 or pad_to_multiple_of <= 0:
         raise ValueError("max_tokens_per_micro_batch, dp_size and pad_to_multiple_of must be > 0")
@@ -248,6 +239,14 @@ def pack_samples(
                 f"rollout sample {i} has advantages {sorted(samples[i].advantages)}, "
                 f"sample {rollouts[0]} has {keys}"
             )
+
+    with_logprobs = [i for i in rollouts if samples[i].rollout_logprobs is not None]
+    if with_logprobs and len(with_logprobs) != len(rollouts):
+        missing = sorted(set(rollouts) - set(with_logprobs))
+        raise ValueError(
+            f"rollout samples {missing[:10]} have no rollout_logprobs but sample {with_logprobs[0]} has; "
+            f"a batch has engine log-probs for every rollout or for none"
+        )
 
     per_rank = [
         _first_fit_decreasing(r, lengths, max_tokens_per_micro_batch)
