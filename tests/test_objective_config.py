@@ -50,6 +50,13 @@ def test_variant_weights_and_requirements(name):
         cfg.check_requirements(has_rollout_engine=True, has_references=False)
 
 
+def test_demonstrations_required_where_used():
+    objective_for_variant("grpo").check_requirements(True, False, has_demonstrations=False)
+    for name in ("sft", "a-sft", "uniapl", "chord", "sft->grpo"):
+        with pytest.raises(ValueError, match="no demonstration data is configured"):
+            objective_for_variant(name).check_requirements(True, True, has_demonstrations=False)
+
+
 def test_staged_variants_switch_stage_after_their_steps():
     cfg = objective_for_variant("a-sft->a-grpo", first_stage_steps=10, lambda_adv=0.2)
     assert cfg.weights_at(9).stage == "a-sft" and cfg.weights_at(9).mu == 1.0

@@ -180,15 +180,20 @@ class ObjectiveConfig:
         stage, local = self.stage_at(step)
         return StepWeights(stage.mu.at(local), stage.lambda_adv, stage.beta, stage.lambda_shape, stage.name)
 
-    def check_requirements(self, has_rollout_engine: bool, has_references: bool) -> None:
+    def check_requirements(
+        self, has_rollout_engine: bool, has_references: bool, has_demonstrations: bool = True
+    ) -> None:
         """Raise ValueError if the run cannot feed this objective.
 
         has_rollout_engine: a rollout engine is configured.
         has_references:     the prompts that are rolled out carry an expert reference response
                             (the discriminator scores a response against it).
+        has_demonstrations: a demonstration data set is configured (SFT term, A-SFT prompts).
         """
         for i, stage in enumerate(self.stages):
             where = f"objective.stages[{i}] ({stage.name!r} of variant {self.variant!r})"
+            if (stage.uses_demos or stage.rollout_prompts == "demo") and not has_demonstrations:
+                raise ValueError(f"{where} trains on demonstrations but no demonstration data is configured")
             if stage.uses_rollouts and not has_rollout_engine:
                 raise ValueError(
                     f"{where} samples rollouts on {stage.rollout_prompts} prompts but no rollout "
