@@ -75,6 +75,18 @@ def test_masked_positions_cannot_leak_nan():
     assert term.total.item() == 1.0 and logprobs.grad.tolist() == [-1.0, 0.0]
 
 
+def test_padding_garbage_cannot_poison_ratio_or_kl_gradients():
+    # A masked position whose log-ratio would overflow exp(): value and gradient must stay finite.
+    lp = torch.tensor([-1.0, 500.0], requires_grad=True)
+    old = torch.tensor([-1.0, -500.0])
+    mask = torch.tensor([1.0, 0.0])
+    term = clipped_surrogate_term(lp, old, torch.tensor([1.0, 1.0]), mask, rollout_logprobs=old, tis_cap=2.0)
+    kl = kl_term(lp, torch.tensor([-1.0, -900.0]), mask)
+    (term.total + kl.total).backward()
+    assert term.total.item() == -1.0 and kl.total.item() == 0.0
+    assert lp.grad.tolist() == [-1.0, 0.0]
+
+
 def test_group_normalize_population_sample_and_mean_only():
     rewards = [1.0, 1.0, 0.0, 1.0, 0.0, 0.0, 3.0]
     groups = [0, 1, 0, 1, 0, 0, 2]  # interleaved on purpose; group 1 constant, group 2 a singleton

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import torch
 
-from megatron_uniapl.losses.reduction import LossTerm, masked_sum, masked_term
+from megatron_uniapl.losses.reduction import LossTerm, masked_log_ratio, masked_sum, masked_term
 
 KL_ESTIMATORS = ("k1", "k2", "k3")
 
@@ -58,7 +58,7 @@ def clipped_surrogate_term(
         raise ValueError(f"clip ranges must be >= 0, got clip_low={clip_low}, clip_high={clip_high}")
     if old_logprobs is None:
         old_logprobs = logprobs.detach()
-    log_ratio = logprobs - old_logprobs.detach()
+    log_ratio = masked_log_ratio(logprobs, old_logprobs.detach(), mask)
     ratio = torch.exp(log_ratio)
     adv = advantages.to(ratio.dtype)
     unclipped = ratio * adv
@@ -81,7 +81,7 @@ def clipped_surrogate_term(
             raise ValueError(f"tis_cap must be > 0, got {tis_cap}")
         if rollout_logprobs is None:
             raise ValueError("TIS is on (tis_cap set) but no rollout_logprobs were given")
-        engine_log_ratio = (old_logprobs - rollout_logprobs).detach().to(ratio.dtype)
+        engine_log_ratio = masked_log_ratio(old_logprobs, rollout_logprobs, mask).detach().to(ratio.dtype)
         weight = torch.clamp(torch.exp(engine_log_ratio), max=tis_cap)
         per_token = per_token * weight
         metrics["tis_weight"] = masked_sum(weight, mask)
@@ -93,7 +93,12 @@ def clipped_surrogate_term(
     return masked_term(per_token, mask, metrics)
 
 
-def kl_per_token(logprobs: torch.Tensor, ref_logprobs: torch.Tensor, estimator: str = "k3") -> torch.Tensor:
+def kl_per_token(
+    logprobs: torch.Tensor,
+    ref_logprobs: torch.Tensor,
+    estimator: str = "k3",
+    mask: torch.Tensor | None = None,
+) -> torch.Tensor:
     """Per-token estimate of KL(pi_theta || pi_ref) from tokens sampled by the policy.
 
     With x = ref_logprobs - logprobs (log pi_ref / pi_theta):
@@ -105,6 +110,8 @@ def kl_per_token(logprobs: torch.Tensor, ref_logprobs: torch.Tensor, estimator: 
     Shapes: [...] in, [...] out; no reduction.
     """
     x = ref_logprobs.detach() - logprobs
+    if mask is not None:  # 0 off the mask, so exp(x) cannot overflow at padding
+        x = masked_log_ratio(ref_logprobs.detach(), logprobs, mask)
     if estimator == "k1":
         return -x
     if estimator == "k2":
@@ -118,5 +125,5 @@ def kl_term(
     logprobs: torch.Tensor, ref_logprobs: torch.Tensor, mask: torch.Tensor, estimator: str = "k3"
 ) -> LossTerm:
     """The KL penalty summed over one micro-batch's rollout tokens (shapes [...]; see `kl_per_token`)."""
-    per_token = kl_per_token(logprobs, ref_logprobs, estimator)
+    per_token = kl_per_token(logprobs, ref_logprobs, estimator, mask)
     return masked_term(per_token, mask, {"kl": masked_sum(per_token, mask)})

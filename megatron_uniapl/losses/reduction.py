@@ -59,7 +59,9 @@ def masked_term(per_token: torch.Tensor, mask: torch.Tensor, metrics: dict | Non
     """Build a `LossTerm` from a per-token loss and a 0/1 mask of the same shape (any shape).
 
     Masked-out positions are selected away with `where`, not multiplied, so that a NaN or inf at a
-    padding position (e.g. exp of a garbage log-prob) can neither reach the sum nor its gradient.
+    padding position cannot reach the sum. Their gradient is zero only if the per-token function
+    has finite derivatives there; functions that exponentiate (ratios, KL) therefore mask their
+    log-ratios first with `masked_log_ratio`.
     """
     if per_token.shape != mask.shape:
         raise ValueError(f"per-token loss shape {tuple(per_token.shape)} != mask shape {tuple(mask.shape)}")
@@ -68,6 +70,11 @@ def masked_term(per_token: torch.Tensor, mask: torch.Tensor, metrics: dict | Non
         keep, per_token, torch.zeros((), dtype=per_token.dtype, device=per_token.device)
     ).sum()
     return LossTerm(total=total, count=keep.sum().detach(), metrics=dict(metrics or {}))
+
+
+def masked_log_ratio(numerator: torch.Tensor, denominator: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """`numerator - denominator` on the mask, exactly 0 elsewhere (so exp() stays finite there)."""
+    return torch.where(mask.bool(), numerator - denominator, torch.zeros((), dtype=numerator.dtype))
 
 
 def masked_sum(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
