@@ -80,7 +80,8 @@ def test_padding_garbage_cannot_poison_ratio_or_kl_gradients():
     lp = torch.tensor([-1.0, 500.0], requires_grad=True)
     old = torch.tensor([-1.0, -500.0])
     mask = torch.tensor([1.0, 0.0])
-    term = clipped_surrogate_term(lp, old, torch.tensor([1.0, 1.0]), mask, rollout_logprobs=old, tis_cap=2.0)
+    adv = torch.tensor([1.0, float("nan")])
+    term = clipped_surrogate_term(lp, old, adv, mask, rollout_logprobs=old, tis_cap=2.0)
     kl = kl_term(lp, torch.tensor([-1.0, -900.0]), mask)
     (term.total + kl.total).backward()
     assert term.total.item() == -1.0 and kl.total.item() == 0.0

@@ -60,7 +60,8 @@ def clipped_surrogate_term(
         old_logprobs = logprobs.detach()
     log_ratio = masked_log_ratio(logprobs, old_logprobs.detach(), mask)
     ratio = torch.exp(log_ratio)
-    adv = advantages.to(ratio.dtype)
+    # Zero off the mask too: a NaN advantage there would turn the zero upstream gradient into NaN.
+    adv = torch.where(mask.bool(), advantages.to(ratio.dtype), torch.zeros((), dtype=ratio.dtype))
     unclipped = ratio * adv
     clipped = torch.clamp(ratio, 1.0 - clip_low, 1.0 + clip_high) * adv
     per_token = -torch.minimum(unclipped, clipped)
