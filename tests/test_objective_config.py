@@ -104,7 +104,10 @@ def test_variants_reduce_to_their_terms():
     assert g == pytest.approx([-0.5, -0.5, 0.0, 0.0, 0.0])
     g, _ = _grad("a-grpo", **_batch())
     assert g == pytest.approx([0.0, 0.0, -1 / 3 + 0.2 / 3, 1 / 3 - 0.1 / 3, -0.5 / 3 - 0.1 / 3])
-    g, _ = _grad("uniapl", **_batch())
+    g, m = _grad("uniapl", entropy=torch.tensor([[1.0, 3.0, 0.5, 0.5, 2.0]]), **_batch())
+    # Metrics are token means over each term's global count: SFT NLL (1 + 2) / 2, entropy (1 + 3) / 2.
+    assert m["loss/sft"].item() == pytest.approx(1.5) and m["sft/entropy"].item() == pytest.approx(2.0)
+    assert m["pg_task/entropy"].item() == pytest.approx(1.0) and m["pg_adv/advantage"].item() == 0.0
     assert g == pytest.approx(
         [-0.25, -0.25, 0.5 * -1 / 3 + 0.2 / 3, 0.5 / 3 - 0.1 / 3, 0.5 * -0.5 / 3 - 0.1 / 3]
     )
