@@ -7,6 +7,7 @@ log-probs come in through any `logprobs.LogProbFn`.
 
 from megatron_uniapl.losses.config import ObjectiveConfig, PolicyGradientConfig, Stage, StepWeights
 from megatron_uniapl.losses.logprobs import LogProbFn, entropy_from_logits, logprobs_from_logits
+from megatron_uniapl.losses.logprobs_chunked import logprobs_from_logits_chunked
 from megatron_uniapl.losses.reduction import LossTerm, combine_terms
 from megatron_uniapl.losses.schedule import MuSchedule
 from megatron_uniapl.losses.uniapl import TERM_NAMES, term_token_counts, uniapl_loss, uniapl_terms
@@ -25,6 +26,7 @@ __all__ = [
     "combine_terms",
     "entropy_from_logits",
     "logprobs_from_logits",
+    "logprobs_from_logits_chunked",
     "objective_for_variant",
     "term_token_counts",
     "uniapl_loss",
