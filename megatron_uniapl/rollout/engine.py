@@ -48,6 +48,10 @@ class Generation:
     """"stop" (end of turn or stop string) or "length" (hit max_tokens)."""
 
 
+class EngineDeadError(RuntimeError):
+    """The engine was shut down or failed; it serves no further calls. Build a new one."""
+
+
 class RolloutEngine(Protocol):
     """What the trainer and tools call on an inference engine."""
 
