@@ -219,6 +219,24 @@ def test_sleep_and_wake_order_on_cpu(engine):
         engine.wake_up(["optimizer"])
 
 
+def test_colocation_round_with_the_real_engine(engine, models):
+    from megatron_uniapl.scheduler.colocation import ColocationScheduler, Phase
+    from megatron_uniapl.scheduler.offload import TensorOffloader
+
+    base, updated = models
+    use_weights(engine, base, 0)
+    moments = [torch.randn(1000), torch.randn(1000)]  # stands in for optimizer state
+    offloader = TensorOffloader(lambda: moments, skip_on_offload_device=False)
+    sched = ColocationScheduler(engine, offloader, trainer_version=lambda: 1)
+    assert engine.asleep == {"weights", "kv_cache"}
+    prompt = fixed_sequences()[0][2]
+    gens = sched.rollout(updated.state_dict().items(), [prompt], SamplingConfig(temperature=0.0, max_tokens=4))
+    assert sched.phase is Phase.TRAIN and engine.weight_version == 1 and engine.asleep == {"weights", "kv_cache"}
+    assert max_diff([gens[0].logprobs], hf_logprobs(updated, [prompt + gens[0].token_ids], [LONG])) < FP32_TOL
+    assert sched.metrics["time/generate_s"] > 0 and sched.metrics["mem/offloaded_gib"] > 0
+    engine.wake_up()
+
+
 def test_refusals_before_vllm_starts(engine, tiny_dir, tmp_path):
     with pytest.raises(RuntimeError, match="still live"):
         VLLMEngine(tiny_dir, engine_config())
