@@ -280,3 +280,32 @@ def test_updated_engine_equals_fresh_engine_from_saved_checkpoint(engine, models
 
 def _raise_engine_failure(*args, **kwargs):
     raise RuntimeError("injected worker failure")
+
+
+def test_colocated_tensor_parallel_engines_under_torchrun(tiny_dir, tmp_path):
+    """Two ranks, vLLM TP=2 via external_launcher: bucketed updates reach both shards, both ranks
+    sample the same tokens, and the trainer's world outlives the engines."""
+    import json
+    import os
+    import socket
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    out = tmp_path / "ranks.json"
+    worker = Path(__file__).with_name("vllm_colocated_worker.py")
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]))
+    proc = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", str(port),
+         str(worker), str(tiny_dir), str(out)],
+        env=env, capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    ranks = json.loads(out.read_text())
+    for rank in ranks:
+        assert rank["result"]["diff_before"] < FP32_TOL and rank["result"]["diff_after"] < FP32_TOL
+        assert rank["result"]["moved"] > 0.05
+    assert ranks[0]["tokens"] == ranks[1]["tokens"] and len(ranks[0]["tokens"]) == 2

@@ -13,6 +13,7 @@ in the process, so only one live engine per process is allowed.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import weakref
@@ -32,6 +33,27 @@ SLEEP_TAGS = ("weights", "kv_cache")
 _EMBEDDING = "model.embed_tokens.weight"
 _HEAD = "lm_head.weight"
 _live_engine: weakref.ref | None = None
+
+
+@contextlib.contextmanager
+def _default_process_group_kept():
+    """vLLM's engine teardown ends by destroying torch's default process group, even one that
+    the trainer created (co-location under torchrun); keep that one, let vLLM drop its own."""
+    import torch.distributed as dist
+
+    original = dist.destroy_process_group
+
+    def destroy(group=None):
+        if group is None:
+            logger.info("vLLM shutdown: kept the trainer's default process group")
+            return
+        original(group)
+
+    dist.destroy_process_group = destroy
+    try:
+        yield
+    finally:
+        dist.destroy_process_group = original
 
 
 def _validate_sampling(sampling: SamplingConfig) -> None:
@@ -78,6 +100,8 @@ class VLLMEngine:
         self._asleep: set[str] = set()
         self._weights_mixed = False
         self._update: dict | None = None
+        # A world that exists before vLLM starts belongs to the trainer and must outlive the engine.
+        self._trainer_world = torch.distributed.is_available() and torch.distributed.is_initialized()
         self._llm = self._start()
         _live_engine = weakref.ref(self)
 
@@ -324,13 +348,15 @@ class VLLMEngine:
         return frozenset(self._asleep)
 
     def shutdown(self) -> None:
-        """Stop the engine. In co-location, call it before destroying torch.distributed groups:
-        vLLM's teardown uses them."""
+        """Stop the engine. In co-location, call it before destroying torch.distributed groups
+        (vLLM's teardown uses them); the trainer's default group stays usable afterwards."""
         if self._dead_reason == "shut down":
             return
         self._dead_reason = "shut down"
         llm, self._llm = self._llm, None
+        keep = _default_process_group_kept() if self._trainer_world else contextlib.nullcontext()
         try:
-            llm.llm_engine.engine_core.shutdown()
+            with keep:
+                llm.llm_engine.engine_core.shutdown()
         finally:
             del llm
