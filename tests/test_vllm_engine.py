@@ -123,6 +123,8 @@ def test_greedy_follows_transformers_argmax_and_seeds_reproduce(engine, models):
     b = engine.generate([prompt], SamplingConfig(n=2, max_tokens=8, seed=11))
     c = engine.generate([prompt], SamplingConfig(n=2, max_tokens=8, seed=12))
     assert [g.token_ids for g in a] == [g.token_ids for g in b] != [g.token_ids for g in c]
+    twice = engine.generate([prompt, prompt], SamplingConfig(max_tokens=8, seed=11))
+    assert twice[0].token_ids == a[0].token_ids != twice[1].token_ids  # seed + prompt index
 
 
 def test_stop_string_ends_sample_before_it(engine, models):

@@ -24,14 +24,13 @@ import torch
 
 from megatron_uniapl.rollout.engine import EngineDeadError, Generation, SamplingConfig
 from megatron_uniapl.rollout.vllm_config import VLLMEngineConfig, check_servable, checkpoint_manifest
+from megatron_uniapl.rollout.weight_manifest import UpdateTracker, WeightManifest
 from megatron_uniapl.rollout.weight_sync import DEFAULT_BUCKET_BYTES, push_weights
 
 logger = logging.getLogger(__name__)
 
 _WORKER_EXTENSION = "megatron_uniapl.rollout.vllm_worker.WeightSyncWorkerExtension"
 SLEEP_TAGS = ("weights", "kv_cache")
-_EMBEDDING = "model.embed_tokens.weight"
-_HEAD = "lm_head.weight"
 _live_engine: weakref.ref | None = None
 
 
@@ -79,8 +78,9 @@ class VLLMEngine:
 
         self.on_cpu = current_platform.is_cpu()
         self.hf_config = check_servable(self.model_dir, on_cpu=self.on_cpu)
-        self._manifest = checkpoint_manifest(self.model_dir)
-        self._tied = bool(self.hf_config.get("tie_word_embeddings", False))
+        self._manifest = WeightManifest(
+            checkpoint_manifest(self.model_dir), bool(self.hf_config.get("tie_word_embeddings", False))
+        )
         if self.on_cpu and self.config.enable_sleep_mode:
             raise ValueError("enable_sleep_mode: vLLM's CPU platform has no sleep mode; leave it False there")
         if self.on_cpu and self.config.kv_cache_memory_bytes is None:
@@ -99,7 +99,7 @@ class VLLMEngine:
         self._dead_reason: str | None = None
         self._asleep: set[str] = set()
         self._weights_mixed = False
-        self._update: dict | None = None
+        self._update: UpdateTracker | None = None
         # A world that exists before vLLM starts belongs to the trainer and must outlive the engine.
         self._trainer_world = torch.distributed.is_available() and torch.distributed.is_initialized()
         self._llm = self._start()
@@ -174,22 +174,29 @@ class VLLMEngine:
     # ---- generation and scoring ---------------------------------------------------------
 
     def generate(self, prompt_ids: list[list[int]], sampling: SamplingConfig) -> list[Generation]:
-        """`sampling.n` samples per prompt, prompt-major. A sample cut by a stop string keeps the
-        tokens vLLM generated up to the stop string's last token, while its text ends before it."""
+        """`sampling.n` samples per prompt, prompt-major.
+
+        With a seed, prompt i samples with seed `sampling.seed + i`, so that a prompt repeated in
+        one call still gets different samples while the whole call stays reproducible. A sample
+        cut by a stop string keeps the tokens vLLM generated up to the stop string's last token,
+        while its text ends before the stop string."""
         self._check_ready("generate")
         _validate_sampling(sampling)
         self._check_prompts(prompt_ids, "prompt")
         from vllm import SamplingParams
 
-        params = SamplingParams(
-            n=sampling.n,
-            temperature=sampling.temperature,
-            top_p=sampling.top_p,
-            max_tokens=sampling.max_tokens,
-            stop=list(sampling.stop) or None,
-            seed=sampling.seed,
-            logprobs=0,
-        )
+        params = [
+            SamplingParams(
+                n=sampling.n,
+                temperature=sampling.temperature,
+                top_p=sampling.top_p,
+                max_tokens=sampling.max_tokens,
+                stop=list(sampling.stop) or None,
+                seed=None if sampling.seed is None else sampling.seed + index,
+                logprobs=0,
+            )
+            for index in range(len(prompt_ids))
+        ]
         requests = [{"prompt_token_ids": list(ids)} for ids in prompt_ids]
         outputs = self._call_vllm(self._llm.generate, requests, params, use_tqdm=False)
         generations = []
@@ -244,46 +251,16 @@ class VLLMEngine:
         if self._update is not None:
             raise RuntimeError("update_weights: another weight update is in progress")
         self._call_vllm(self._llm.collective_rpc, "uniapl_begin_weight_update")
-        self._update = {"received": set(), "loaded_any": False}
-
-    def _check_bucket(self, bucket: list[tuple[str, torch.Tensor]]) -> list[tuple[str, torch.Tensor]]:
-        """Names and shapes against the checkpoint; returns what to hand to vLLM.
-
-        With tied embeddings the checkpoint has no `lm_head.weight`, but vLLM's CPU backend keeps
-        a repacked copy of the head that is only refreshed when `lm_head.weight` is loaded: the
-        embedding is therefore also sent under that name, and a separate `lm_head.weight` from
-        the trainer is checked and dropped (tied means it is the embedding).
-        """
-        received = self._update["received"]
-        to_send = []
-        for name, tensor in bucket:
-            tied_head = self._tied and name == _HEAD and name not in self._manifest
-            expected = self._manifest.get(_EMBEDDING if tied_head else name)
-            if expected is None:
-                raise ValueError(f"update_weights: tensor {name!r} is not in the engine's model ({self.model_dir})")
-            if tuple(tensor.shape) != expected:
-                raise ValueError(
-                    f"update_weights: tensor {name!r} has shape {tuple(tensor.shape)}, the engine's model "
-                    f"expects {expected}"
-                )
-            if name in received:
-                raise ValueError(f"update_weights: tensor {name!r} was sent twice in one update")
-            received.add(name)
-            if tied_head:
-                continue
-            to_send.append((name, tensor))
-            if self._tied and name == _EMBEDDING and _HEAD not in self._manifest:
-                to_send.append((_HEAD, tensor))
-        return to_send
+        self._update = self._manifest.start_update()
 
     def load_weight_bucket(self, bucket: list[tuple[str, torch.Tensor]]) -> None:
         """Check every name and shape of the bucket, then load it into the live engine."""
         self._check_alive()
         if self._update is None:
             raise RuntimeError("load_weight_bucket outside begin_weight_update/finish_weight_update")
-        to_send = self._check_bucket(bucket)
+        to_send = self._update.check_bucket(bucket)
         if to_send:
-            self._update["loaded_any"] = True
+            self._update.loaded_any = True
             self._call_vllm(self._llm.collective_rpc, "uniapl_load_weights", args=(to_send,))
 
     def finish_weight_update(self, version: int | None) -> None:
@@ -297,11 +274,11 @@ class VLLMEngine:
         # earlier one would otherwise reuse them.
         self._call_vllm(self._llm.reset_prefix_cache)
         if version is None:
-            if update["loaded_any"]:
+            if update.loaded_any:
                 self._weights_mixed = True
                 logger.error("weight update aborted part-way: the engine holds a mix of old and new weights")
             return
-        missing = sorted(set(self._manifest) - update["received"])
+        missing = update.missing()
         if missing:
             self._weights_mixed = True
             raise ValueError(

@@ -20,9 +20,25 @@ implied by `external_launcher`).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 
 import torch
+
+
+_RELOAD_LOGGER = "vllm.model_executor.model_loader.reload.layerwise"
+
+
+class _RotaryReloadNotice(logging.Filter):
+    """Drops vLLM's "RotaryEmbedding: Failed to load weights" warning, logged at every reload:
+    rotary layers hold only a cos/sin cache computed from the config, nothing to load."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (
+            record.msg == "%s: Failed to load weights"
+            and record.args
+            and str(record.args[0]).endswith("RotaryEmbedding")
+        )
 
 
 class WeightSyncWorkerExtension:
@@ -47,8 +63,13 @@ class WeightSyncWorkerExtension:
         from vllm.config import set_current_vllm_config
         from vllm.model_executor.model_loader.reload.layerwise import finalize_layerwise_reload
 
-        with set_current_vllm_config(self.vllm_config):
-            finalize_layerwise_reload(self.model_runner.get_model(), self.vllm_config.model_config)
+        notice = _RotaryReloadNotice()
+        logging.getLogger(_RELOAD_LOGGER).addFilter(notice)
+        try:
+            with set_current_vllm_config(self.vllm_config):
+                finalize_layerwise_reload(self.model_runner.get_model(), self.vllm_config.model_config)
+        finally:
+            logging.getLogger(_RELOAD_LOGGER).removeFilter(notice)
         # The same caches vLLM's own reload_weights drops; text-only runs have none of them
         # filled, but a LoRA or multimodal configuration would.
         for reset in ("reset_lora_state", "reset_encoder_cache", "reset_mm_cache"):
