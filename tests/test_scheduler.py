@@ -156,3 +156,19 @@ def test_default_skips_tensors_already_on_the_host():
     offloader = TensorOffloader(lambda: [buffer])
     assert offloader.offload().num_storages == 0 and buffer.untyped_storage().nbytes() == 16
     offloader.onload()
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_offload_releases_device_memory_on_gpu():
+    state = torch.randn(16 << 20, device="cuda")  # 64 MiB
+    view = state[: 1 << 20]
+    expected = state.cpu()
+    offloader = TensorOffloader(lambda: [state, view])  # pinned, asynchronous copies by default
+    torch.cuda.synchronize()
+    before = torch.cuda.memory_allocated()
+    assert offloader.offload().num_bytes == 64 << 20
+    assert before - torch.cuda.memory_allocated() >= 64 << 20
+    offloader.onload()
+    assert torch.cuda.memory_allocated() == before
+    assert torch.equal(state.cpu(), expected) and view.data_ptr() == state.data_ptr()
