@@ -7,25 +7,24 @@ shuts the module engine down and compares it with a fresh engine started from a 
 
 from __future__ import annotations
 
+import importlib.util
 import shutil
 
 import pytest
 import torch
 
-pytest.importorskip("vllm")
+from megatron_uniapl.model.tiny import create_tiny_qwen3
+from megatron_uniapl.rollout.engine import EngineDeadError, SamplingConfig
+from megatron_uniapl.rollout.vllm_config import UnservableModelError, VLLMEngineConfig
+from megatron_uniapl.rollout.vllm_engine import VLLMEngine
+from megatron_uniapl.rollout.weight_sync import WeightSyncMismatchError, push_weights, tensor_bytes, verify_sync
 
-from megatron_uniapl.model.tiny import create_tiny_qwen3  # noqa: E402
-from megatron_uniapl.rollout.engine import EngineDeadError, SamplingConfig  # noqa: E402
-from megatron_uniapl.rollout.vllm_config import UnservableModelError, VLLMEngineConfig  # noqa: E402
-from megatron_uniapl.rollout.vllm_engine import VLLMEngine  # noqa: E402
-from megatron_uniapl.rollout.weight_sync import (  # noqa: E402
-    WeightSyncMismatchError,
-    push_weights,
-    tensor_bytes,
-    verify_sync,
-)
-
-pytestmark = [pytest.mark.slow, pytest.mark.vllm]
+# find_spec, not importorskip: deselecting these tests (-m "not slow") must not pay vLLM's import
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.vllm,
+    pytest.mark.skipif(importlib.util.find_spec("vllm") is None, reason="vLLM is not installed"),
+]
 
 FP32_TOL = 1e-4
 LONG = 200  # longer than one KV block (128 tokens on CPU, checked below)
@@ -197,6 +196,8 @@ def test_bad_requests_leave_engine_usable(engine):
         engine.generate([[1, 2], [3] * 600], SamplingConfig())
     with pytest.raises(ValueError, match="top_p"):
         engine.generate([[1, 2]], SamplingConfig(top_p=0.0))
+    with pytest.raises(ValueError, match="prompt 0, position 1: token id 151936 is outside"):
+        engine.generate([[1, 151936]], SamplingConfig())
     with pytest.raises(ValueError, match="prompt_len 0"):
         engine.score([[1, 2, 3]], [0])
     assert len(engine.generate([[1, 2]], SamplingConfig(max_tokens=2))) == 1

@@ -67,9 +67,14 @@ def _validate_sampling(sampling: SamplingConfig) -> None:
 
 
 class VLLMEngine:
-    """`RolloutEngine` over vLLM's offline `LLM`, started from a Hugging Face model directory."""
+    """`RolloutEngine` over vLLM's offline `LLM`, started from a Hugging Face model directory.
 
-    def __init__(self, model_dir: str | Path, config: VLLMEngineConfig | None = None) -> None:
+    `weight_version` is the version of the checkpoint the engine starts from (0 unless given).
+    """
+
+    def __init__(
+        self, model_dir: str | Path, config: VLLMEngineConfig | None = None, weight_version: int = 0
+    ) -> None:
         global _live_engine
         self.config = config or VLLMEngineConfig()
         self.config.validate()
@@ -95,7 +100,7 @@ class VLLMEngine:
                 "first (vLLM keeps its parallel groups in process globals, so shutting down one "
                 "engine breaks the others)"
             )
-        self.weight_version = 0
+        self.weight_version = weight_version
         self._dead_reason: str | None = None
         self._asleep: set[str] = set()
         self._weights_mixed = False
@@ -127,7 +132,12 @@ class VLLMEngine:
         if cfg.block_size is not None:
             kwargs["block_size"] = cfg.block_size
         logger.info("starting vLLM (%s) for %s", "CPU" if self.on_cpu else "GPU", self.model_dir)
-        return LLM(str(self.model_dir), **kwargs)
+        try:
+            return LLM(str(self.model_dir), **kwargs)
+        except Exception as err:
+            raise RuntimeError(
+                f"vLLM failed to start for {self.model_dir}: {type(err).__name__}: {err}"
+            ) from err
 
     # ---- state checks -------------------------------------------------------------------
 
@@ -147,17 +157,23 @@ class VLLMEngine:
     def _check_ready(self, what: str) -> None:
         self._check_alive()
         if self._asleep:
-            raise RuntimeError(f"{what}: the engine is asleep ({', '.join(sorted(self._asleep))}); call wake_up first")
+            asleep = ", ".join(sorted(self._asleep))
+            raise RuntimeError(f"{what}: the engine is asleep ({asleep}); call wake_up first")
         if self._weights_mixed:
-            raise RuntimeError(f"{what}: a weight update failed part-way, so the engine holds a mix of old and new weights; push a complete update first")
+            raise RuntimeError(
+                f"{what}: a weight update failed part-way, so the engine holds a mix of old and new "
+                "weights; push a complete update first"
+            )
         if self._update is not None:
             raise RuntimeError(f"{what}: a weight update is in progress")
 
     def _call_vllm(self, fn, *args, **kwargs):
         """Run a vLLM call; errors other than input errors leave the engine dead."""
+        from vllm.exceptions import VLLMClientError
+
         try:
             return fn(*args, **kwargs)
-        except (ValueError, TypeError):
+        except (ValueError, TypeError, VLLMClientError):
             raise
         except Exception as err:
             self._dead_reason = f"{type(err).__name__}: {err}"
@@ -165,11 +181,19 @@ class VLLMEngine:
 
     def _check_prompts(self, prompts: list[list[int]], what: str) -> None:
         limit = self.config.max_model_len
+        vocab = self.hf_config.get("vocab_size")
         for index, ids in enumerate(prompts):
             if len(ids) == 0:
                 raise ValueError(f"{what} {index} is empty")
             if len(ids) >= limit:
-                raise ValueError(f"{what} {index} has {len(ids)} tokens; max_model_len {limit} allows at most {limit - 1}")
+                raise ValueError(
+                    f"{what} {index} has {len(ids)} tokens; max_model_len {limit} allows at most {limit - 1}"
+                )
+            if vocab is not None:
+                bad = next((pos for pos, tok in enumerate(ids) if not 0 <= tok < vocab), None)
+                if bad is not None:
+                    raise ValueError(f"{what} {index}, position {bad}: token id {ids[bad]} is outside the "
+                                     f"vocabulary (size {vocab})")
 
     # ---- generation and scoring ---------------------------------------------------------
 
