@@ -172,3 +172,26 @@ def test_offload_releases_device_memory_on_gpu():
     offloader.onload()
     assert torch.cuda.memory_allocated() == before
     assert torch.equal(state.cpu(), expected) and view.data_ptr() == state.data_ptr()
+
+
+def test_sync_check_runs_once_the_engine_can_score_and_its_error_propagates():
+    from megatron_uniapl.rollout.weight_sync import SyncCheck, WeightSyncMismatchError
+
+    sched, engine, _ = make_scheduler([1])
+    seen = []
+
+    def check(eng):
+        seen.append(list(eng.calls))
+        return SyncCheck(max_abs_diff=2e-6, mean_abs_diff=1e-6, num_tokens=5)
+
+    sched.sync_check = check
+    sched.rollout([], [[1]], SamplingConfig())
+    assert seen == [["sleep", "wake:weights", "update:[]:v1", "wake:kv_cache"]]
+    assert sched.metrics["weight_sync/logprob_max_abs_diff"] == 2e-6
+
+    def mismatch(eng):
+        raise WeightSyncMismatchError("differ")
+
+    sched.sync_check = mismatch
+    with pytest.raises(WeightSyncMismatchError):
+        sched.rollout([], [[1]], SamplingConfig())

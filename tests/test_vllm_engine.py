@@ -230,13 +230,19 @@ def test_colocation_round_with_the_real_engine(engine, models):
     use_weights(engine, base, 0)
     moments = [torch.randn(1000), torch.randn(1000)]  # stands in for optimizer state
     offloader = TensorOffloader(lambda: moments, skip_on_offload_device=False)
-    sched = ColocationScheduler(engine, offloader, trainer_version=lambda: 1)
+    seqs, plens = fixed_sequences()
+
+    def check(eng):
+        return verify_sync(eng, seqs, plens, lambda s, p: hf_logprobs(updated, s, p), tolerance=FP32_TOL)
+
+    sched = ColocationScheduler(engine, offloader, trainer_version=lambda: 1, sync_check=check)
     assert engine.asleep == {"weights", "kv_cache"}
-    prompt = fixed_sequences()[0][2]
+    prompt = seqs[2]
     gens = sched.rollout(updated.state_dict().items(), [prompt], SamplingConfig(temperature=0.0, max_tokens=4))
     assert sched.phase is Phase.TRAIN and engine.weight_version == 1 and engine.asleep == {"weights", "kv_cache"}
     assert max_diff([gens[0].logprobs], hf_logprobs(updated, [prompt + gens[0].token_ids], [LONG])) < FP32_TOL
     assert sched.metrics["time/generate_s"] > 0 and sched.metrics["mem/offloaded_gib"] > 0
+    assert sched.metrics["weight_sync/logprob_max_abs_diff"] < FP32_TOL and sched.metrics["weight_sync/gb"] > 0
     engine.wake_up()
 
 

@@ -67,7 +67,9 @@ class RolloutEngine(Protocol):
         ...
 
     def update_weights(self, named_tensors: Iterable[tuple[str, torch.Tensor]], version: int) -> None:
-        """Load Hugging Face-named tensors into the live engine and record `version`."""
+        """Load Hugging Face-named tensors into the live engine and record `version`.
+
+        Implementations may return transfer statistics (`weight_sync.SyncStats`)."""
         ...
 
     def sleep(self, level: int = 1) -> None:

@@ -25,7 +25,7 @@ import torch
 from megatron_uniapl.rollout.engine import EngineDeadError, Generation, SamplingConfig
 from megatron_uniapl.rollout.vllm_config import VLLMEngineConfig, check_servable, checkpoint_manifest
 from megatron_uniapl.rollout.weight_manifest import UpdateTracker, WeightManifest
-from megatron_uniapl.rollout.weight_sync import DEFAULT_BUCKET_BYTES, push_weights
+from megatron_uniapl.rollout.weight_sync import DEFAULT_BUCKET_BYTES, SyncStats, push_weights
 
 logger = logging.getLogger(__name__)
 
@@ -264,9 +264,9 @@ class VLLMEngine:
         named_tensors: Iterable[tuple[str, torch.Tensor]],
         version: int,
         bucket_bytes: int = DEFAULT_BUCKET_BYTES,
-    ) -> None:
+    ) -> SyncStats:
         """Push a complete set of Hugging Face-named tensors (every tensor of the checkpoint)."""
-        push_weights(self, named_tensors, version, bucket_bytes)
+        return push_weights(self, named_tensors, version, bucket_bytes)
 
     def begin_weight_update(self) -> None:
         self._check_alive()

@@ -24,6 +24,7 @@ from collections.abc import Callable, Iterable
 import torch
 
 from megatron_uniapl.rollout.engine import Generation, RolloutEngine, SamplingConfig
+from megatron_uniapl.rollout.weight_sync import SyncCheck, SyncStats
 from megatron_uniapl.scheduler.offload import TensorOffloader
 
 logger = logging.getLogger(__name__)
@@ -80,12 +81,16 @@ class ColocationScheduler:
         engine: RolloutEngine,
         train_state: TensorOffloader,
         trainer_version: Callable[[], int],
+        sync_check: Callable[[RolloutEngine], SyncCheck] | None = None,
     ) -> None:
         """`trainer_version()` returns the version of the trainer's current weights (e.g. the
-        optimizer step count). The engine is put to sleep: the schedule starts in TRAIN."""
+        optimizer step count). `sync_check`, when given, runs after every weight push, once the KV cache is back (e.g.
+        `weight_sync.verify_sync` on fixed sequences; it raises on a mismatch) and its figures
+        join the metrics. The engine is put to sleep: the schedule starts in TRAIN."""
         self.engine = engine
         self.train_state = train_state
         self.trainer_version = trainer_version
+        self.sync_check = sync_check
         self.metrics: dict[str, float] = {}
         engine.sleep(1)
         self.phase = Phase.TRAIN
@@ -117,16 +122,23 @@ class ColocationScheduler:
             raise StaleWeightsError(f"sync_weights was given version {version}, but the trainer is at {current}")
 
         def push() -> None:
-            self.engine.update_weights(named_tensors, version)
+            stats = self.engine.update_weights(named_tensors, version)
             if self.engine.weight_version != version:
                 raise StaleWeightsError(
                     f"after the push the engine reports version {self.engine.weight_version}, not {version}"
                 )
+            if isinstance(stats, SyncStats):
+                self.metrics.update(stats.metrics())
 
         self._step("weight_sync", Phase.WEIGHTS_AWAKE, Phase.WEIGHTS_SYNCED, push)
 
     def wake_kv_cache(self) -> None:
+        """Allocate the KV cache; then run `sync_check`, the first point where the engine can score."""
         self._step("wake_kv", Phase.WEIGHTS_SYNCED, Phase.GENERATE, lambda: self.engine.wake_up(["kv_cache"]))
+        if self.sync_check is not None:
+            start = time.perf_counter()
+            self.metrics.update(self.sync_check(self.engine).metrics())
+            self.metrics["time/sync_check_s"] = time.perf_counter() - start
 
     def generate(self, prompt_ids: list[list[int]], sampling: SamplingConfig) -> list[Generation]:
         """Sample in the GENERATE phase, from weights that are the trainer's current version."""
