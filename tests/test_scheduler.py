@@ -193,5 +193,11 @@ def test_sync_check_runs_once_the_engine_can_score_and_its_error_propagates():
         raise WeightSyncMismatchError("differ")
 
     sched.sync_check = mismatch
+    engine.calls.clear()
     with pytest.raises(WeightSyncMismatchError):
         sched.rollout([], [[1]], SamplingConfig())
+    # the trainer gets its state back and the engine its sleep, ready for the next round
+    assert sched.phase is Phase.TRAIN and not sched.train_state.offloaded
+    assert engine.calls == ["wake:weights", "update:[]:v1", "wake:kv_cache", "sleep"]
+    sched.sync_check = None
+    assert len(sched.rollout([], [[1]], SamplingConfig())) == 1

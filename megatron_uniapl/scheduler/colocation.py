@@ -164,13 +164,34 @@ class ColocationScheduler:
         prompt_ids: list[list[int]],
         sampling: SamplingConfig,
     ) -> list[Generation]:
-        """One whole round from TRAIN back to TRAIN, with the trainer's current weights."""
+        """One whole round from TRAIN back to TRAIN, with the trainer's current weights.
+
+        If a step fails, the trainer's state is brought back (see `return_to_train`) before the
+        error propagates, so that the trainer can still checkpoint or stop cleanly."""
         self.metrics = {}
-        self.offload_train_state()
-        self.wake_weights()
-        self.sync_weights(named_tensors, self.trainer_version())
-        self.wake_kv_cache()
-        generations = self.generate(prompt_ids, sampling)
-        self.sleep_engine()
-        self.onload_train_state()
+        try:
+            self.offload_train_state()
+            self.wake_weights()
+            self.sync_weights(named_tensors, self.trainer_version())
+            self.wake_kv_cache()
+            generations = self.generate(prompt_ids, sampling)
+            self.sleep_engine()
+            self.onload_train_state()
+        except BaseException:
+            self.return_to_train()
+            raise
         return generations
+
+    def return_to_train(self) -> None:
+        """From any phase back to TRAIN after a failure: engine asleep if it still responds,
+        trainer state onloaded."""
+        if self.phase is Phase.TRAIN:
+            return
+        if self.phase is not Phase.ENGINE_ASLEEP and self.phase is not Phase.TRAIN_OFFLOADED:
+            try:
+                self.engine.sleep(1)
+            except Exception:  # a dead engine holds nothing the trainer needs back
+                logger.exception("engine did not go to sleep while returning to TRAIN")
+        if self.train_state.offloaded:
+            self.train_state.onload()
+        self.phase = Phase.TRAIN
