@@ -84,9 +84,11 @@ class ColocationScheduler:
         sync_check: Callable[[RolloutEngine], SyncCheck] | None = None,
     ) -> None:
         """`trainer_version()` returns the version of the trainer's current weights (e.g. the
-        optimizer step count). `sync_check`, when given, runs after every weight push, once the KV cache is back (e.g.
-        `weight_sync.verify_sync` on fixed sequences; it raises on a mismatch) and its figures
-        join the metrics. The engine is put to sleep: the schedule starts in TRAIN."""
+        optimizer step count). `sync_check`, when given, runs after every weight push, once the
+        KV cache is back (e.g. `weight_sync.verify_sync` on fixed sequences; it raises on a
+        mismatch), and its figures join the metrics. The engine is put to sleep: the schedule
+        starts in TRAIN. Memory metrics: `mem/<phase>_device_gib` and `mem/<phase>_peak_gib`
+        (peak during the step that entered the phase; CUDA only), `mem/<phase>_host_rss_gib`."""
         self.engine = engine
         self.train_state = train_state
         self.trainer_version = trainer_version
