@@ -48,6 +48,10 @@ class Generation:
     """"stop" (end of turn or stop string) or "length" (hit max_tokens)."""
 
 
+class EngineDeadError(RuntimeError):
+    """The engine was shut down or failed; it serves no further calls. Build a new one."""
+
+
 class RolloutEngine(Protocol):
     """What the trainer and tools call on an inference engine."""
 
@@ -63,7 +67,9 @@ class RolloutEngine(Protocol):
         ...
 
     def update_weights(self, named_tensors: Iterable[tuple[str, torch.Tensor]], version: int) -> None:
-        """Load Hugging Face-named tensors into the live engine and record `version`."""
+        """Load Hugging Face-named tensors into the live engine and record `version`.
+
+        Implementations may return transfer statistics (`weight_sync.SyncStats`)."""
         ...
 
     def sleep(self, level: int = 1) -> None:
