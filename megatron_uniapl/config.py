@@ -25,7 +25,7 @@ import yaml
 
 from megatron_uniapl.config_sections import (  # noqa: F401  (re-exported)
     CheckpointSection, DataSection, DiscriminatorSection, LoggingSection, ModelSection, ObjectiveSection,
-    OptimizerSection, RewardSection, RolloutSection, RunConfig, TrainSection, VARIANT_CHOICES)
+    OptimizerSection, PlanSection, RewardSection, RolloutSection, RunConfig, TrainSection, VARIANT_CHOICES)
 from megatron_uniapl.config_io import ConfigError, build, load_yaml, merge, origin_of, parse_override, set_path, to_data
 
 RESOLVED_NAME = "resolved_config.yaml"

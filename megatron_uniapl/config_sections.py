@@ -294,6 +294,34 @@ class LoggingSection:
 
 
 @dataclass
+class PlanSection:
+    """The cluster a recipe is sized for. Informational for the run (Slurm allocates the real one);
+    the scaling model (megatron_uniapl/scaling) checks the recipe's memory against it."""
+
+    nodes: int = 1
+    """Nodes the layout was planned for."""
+    gpus_per_node: int = 8
+    """GPUs per node."""
+    gpu_memory_gib: float = 80.0
+    """Memory per GPU in GiB (H100 80GB)."""
+    resident_gib: float = 0.0
+    """Other memory resident on every GPU in both phases, in GiB (e.g. a frozen discriminator's
+    bf16 weights: 2 bytes x its parameters)."""
+    arch: str | None = None
+    """Shipped Qwen3 size of recipes/models/qwen3_<arch>.json ("0p6b", "1p7b", "4b", "8b", "14b",
+    "32b") that the scaling model plans with; None = read model.hf_dir/config.json."""
+
+    @property
+    def world(self) -> int:
+        return self.nodes * self.gpus_per_node
+
+    def validate(self) -> None:
+        if self.nodes < 1 or self.gpus_per_node < 1 or self.gpu_memory_gib <= 0 or self.resident_gib < 0:
+            raise ValueError("plan.nodes and plan.gpus_per_node must be >= 1, plan.gpu_memory_gib > 0, "
+                             "plan.resident_gib >= 0")
+
+
+@dataclass
 class RunConfig:
     """A whole training run."""
 
@@ -319,6 +347,8 @@ class RunConfig:
     """Checkpoint schedule and resume."""
     logging: LoggingSection = field(default_factory=LoggingSection)
     """Metrics and logs."""
+    plan: PlanSection = field(default_factory=PlanSection)
+    """The cluster the recipe is sized for (scaling arithmetic only)."""
 
     @property
     def checkpoint_dir(self) -> str:
@@ -328,7 +358,7 @@ class RunConfig:
     def validate(self) -> RunConfig:
         """Check every section and their agreement; raise ConfigError naming the field. Returns self."""
         for name in ("model", "rollout", "discriminator", "reward", "data", "optimizer", "train",
-                     "checkpoint", "logging"):
+                     "checkpoint", "logging", "plan"):
             _checked(name, getattr(self, name).validate)
         objective = self.objective_config()
         needs_engine = any(s.uses_rollouts for s in objective.stages)
