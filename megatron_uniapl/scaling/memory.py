@@ -10,7 +10,8 @@ stage also holds the embedding, the last the output layer, also when tied and p 
 Megatron keeps a copy):
 
     layer  = h*q + 2*h*k + q*h + 3*h*f + 2*h + 2*head_dim      (per_layer_params)
-    stage  = ceil(L / p) * layer / t  +  V*h / t * (1 if p == 1 and tied, else 2 if p == 1, else 1)
+    stage  = (ceil(L / p) * layer + V*h * (1 if p == 1 and tied, 2 if p == 1 untied, else 1) + h) / t
+    (the final norm's h is counted on every stage: a small upper bound)
 
 Model state, bytes per parameter (bf16 weights, fp32 gradient buffer, Adam in fp32):
 
@@ -102,7 +103,7 @@ def stage_params_per_gpu(arch: Qwen3Arch, layout: Layout) -> float:
         vocab_tables = 1 if arch.tie_word_embeddings else 2
     else:
         vocab_tables = 1  # first stage: embedding; last stage: output layer (a copy when tied)
-    return (layers * per_layer_params(arch) + vocab_tables * embedding) / layout.tp
+    return (layers * per_layer_params(arch) + vocab_tables * embedding + arch.hidden_size) / layout.tp
 
 
 def activation_bytes_per_token_layer(arch: Qwen3Arch, layout: Layout) -> float:
