@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from megatron_uniapl.scaling.memory import GiB, Layout, memory_per_gpu, per_layer_params, stage_params_per_gpu
 from megatron_uniapl.scaling.plan import shipped_arch
 from megatron_uniapl.scaling.step_time import Hardware, StepWork, step_time
+
+ROOT = Path(__file__).resolve().parents[1]
 
 # Published non-embedding parameter counts of Qwen3 (model cards), in billions.
 PUBLISHED_NON_EMBEDDING = {"0p6b": 0.44, "1p7b": 1.4, "4b": 3.6, "8b": 6.95, "14b": 13.2, "32b": 31.2}
@@ -76,3 +80,20 @@ def test_step_time_by_hand():
     assert kl.train == pytest.approx((1e6 * 8e9 + 8e5 * 4e9) / (8 * 989e12 * 0.35))
     sft_only = step_time(StepWork(1e9, 8, 1, 0, 0, 1_000_000, 0))
     assert sft_only.generate == 0 and sft_only.sync == 0
+
+
+def test_recipe_step_work(monkeypatch):
+    from megatron_uniapl.config import load_config
+    from megatron_uniapl.scaling.plan import predicted_step_time, step_work_for, tokens_per_step
+
+    for name in ("UNIAPL_MODELS", "UNIAPL_DATA", "UNIAPL_RUNS"):
+        monkeypatch.setenv(name, "/x")
+    config = load_config(ROOT / "recipes" / "qwen3_4b.yaml")
+    # 64 prompts x 8 samples x (1024 + 2048) tokens + 64 demos x (1024 + 2048) tokens.
+    assert tokens_per_step(config) == 64 * 8 * 3072 + 64 * 3072 == 1_769_472
+    work = step_work_for(config)
+    assert (work.world, work.vllm_tp, work.sequences, work.max_tokens) == (8, 1, 512, 2048)
+    assert work.rollout_tokens == 512 * 3072 and work.params == shipped_arch("4b").num_parameters
+    assert predicted_step_time(config) == step_time(work)
+    sft = load_config(ROOT / "recipes" / "variants" / "qwen3_4b_sft.yaml")
+    assert tokens_per_step(sft) == 64 * 3072 and step_work_for(sft).sequences == 0
