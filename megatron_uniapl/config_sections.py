@@ -56,10 +56,8 @@ class ModelSection(ModelOptions):
     """If `hf_dir` holds no config.json, create a tiny random Qwen3 there (model/tiny.py, seeded
     by train.seed) with the real tokenizer: the CPU demo's model. Never set for real runs."""
 
-    def validate(self) -> None:
-        super().validate()
-        if self.hf_dir is None:
-            raise ValueError("model.hf_dir is not set; the architecture is read from its config.json")
+    # validate() is ModelOptions.validate: a ModelSection is passed wherever ModelOptions is
+    # (build_qwen3_model validates it), so the run-level check of hf_dir is in RunConfig.validate.
 
 
 @dataclass
@@ -357,6 +355,8 @@ class RunConfig:
 
     def validate(self) -> RunConfig:
         """Check every section and their agreement; raise ConfigError naming the field. Returns self."""
+        if self.model.hf_dir is None:
+            raise ConfigError("model.hf_dir is not set; the architecture is read from its config.json")
         for name in ("model", "rollout", "discriminator", "reward", "data", "optimizer", "train",
                      "checkpoint", "logging", "plan"):
             _checked(name, getattr(self, name).validate)

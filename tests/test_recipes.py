@@ -8,9 +8,11 @@ import shlex
 from pathlib import Path
 
 import pytest
+import torch
 
 from megatron_uniapl.config import RunConfig, dump_config, load_config, save_resolved
 from megatron_uniapl.losses.variants import VARIANTS
+from megatron_uniapl.model.options import ModelOptions
 from megatron_uniapl.scaling.memory import GiB
 from megatron_uniapl.scaling.plan import current_block, memory_comment, memory_for
 
@@ -74,6 +76,9 @@ def test_tiny_recipe_resolved_config_is_frozen():
 
 def test_tiny_recipe_runs_on_cpu():
     config = load_config(RECIPES / "tiny_cpu.yaml")
+    assert isinstance(config.model, ModelOptions)  # passed as is to build_qwen3_model
+    config.model.validate()
+    assert config.model.torch_dtype == torch.float32
     assert config.model.create_tiny and config.model.dtype == "float32" and config.model.spec == "portable"
     assert config.rollout.engine.kv_cache_memory_bytes and config.logging.wandb_mode == "disabled"
     assert (ROOT / config.data.demo_file).is_file() and (ROOT / config.data.rl_prompt_file).is_file()
