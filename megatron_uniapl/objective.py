@@ -61,6 +61,12 @@ def megatron_batch(micro_batch: PackedMicroBatch, device: torch.device | None = 
     def put(t):
         return None if t is None else t.to(device)
 
+    rollout_logprobs = micro_batch.rollout_logprobs
+    if rollout_logprobs is None and not bool(micro_batch.rollout_mask.any()):
+        # Packing adds engine log-probs only to micro-batches holding rollouts; a demo-only one
+        # gets zeros, which no masked term ever reads, so TIS works on every micro-batch alike.
+        rollout_logprobs = torch.zeros_like(micro_batch.rollout_mask)
+
     return {
         "input_ids": put(micro_batch.input_ids),
         "position_ids": put(micro_batch.position_ids),
@@ -70,7 +76,7 @@ def megatron_batch(micro_batch: PackedMicroBatch, device: torch.device | None = 
         "rollout_mask": put(micro_batch.rollout_mask),
         "advantages": {k: put(v) for k, v in micro_batch.advantages.items()},
         "old_logprobs": put(micro_batch.old_logprobs),
-        "rollout_logprobs": put(micro_batch.rollout_logprobs),
+        "rollout_logprobs": put(rollout_logprobs),
         "ref_logprobs": None,
     }
 

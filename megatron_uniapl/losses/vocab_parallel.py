@@ -93,22 +93,26 @@ class _VocabParallelLogProbs(torch.autograd.Function):
 
 
 class _VocabParallelEntropy(torch.autograd.Function):
+    # Works on z - m (m the global max): with raw logits of size ~10 the two terms of
+    # lse - E[z] would cancel and lose digits of float32.
     @staticmethod
     def forward(ctx, logits: torch.Tensor, group) -> torch.Tensor:
         size, _ = _world(group)
         shard = logits.float()
-        lse = _global_lse(shard, group, size)
-        probs = torch.exp(shard - lse.unsqueeze(-1))
-        mean_z = _all_reduce((probs * shard).sum(dim=-1), dist.ReduceOp.SUM, group, size)
-        ctx.save_for_backward(logits, lse, mean_z)
+        m = _all_reduce(shard.max(dim=-1).values, dist.ReduceOp.MAX, group, size)
+        shifted = shard - m.unsqueeze(-1)
+        lse = torch.log(_all_reduce(torch.exp(shifted).sum(dim=-1), dist.ReduceOp.SUM, group, size))
+        probs = torch.exp(shifted - lse.unsqueeze(-1))
+        mean_z = _all_reduce((probs * shifted).sum(dim=-1), dist.ReduceOp.SUM, group, size)
+        ctx.save_for_backward(logits, m, lse, mean_z)
         return lse - mean_z
 
     @staticmethod
     def backward(ctx, grad_out: torch.Tensor):
-        logits, lse, mean_z = ctx.saved_tensors
-        shard = logits.float()
-        probs = torch.exp(shard - lse.unsqueeze(-1))
-        grad = -probs * (shard - mean_z.unsqueeze(-1)) * grad_out.float().unsqueeze(-1)
+        logits, m, lse, mean_z = ctx.saved_tensors
+        shifted = logits.float() - m.unsqueeze(-1)
+        probs = torch.exp(shifted - lse.unsqueeze(-1))
+        grad = -probs * (shifted - mean_z.unsqueeze(-1)) * grad_out.float().unsqueeze(-1)
         return grad.to(logits.dtype), None
 
 
