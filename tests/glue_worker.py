@@ -129,6 +129,35 @@ def run_vocab(name, out_dir, tp=2):
     torch.save(out, Path(out_dir) / f"{name}_rank{dist.get_rank()}.pt")
 
 
+def run_disc(name, hf_dir, out_dir):
+    """The Megatron-backbone discriminator at TP=2 and at TP=1 on the same inputs: scores, one
+    clipped AdamW update (TP-aware norm; at TP=1 the two ranks are data-parallel), scores again."""
+    from megatron_uniapl import parallel
+    from megatron_uniapl.discriminator.cotrained import CoTrainedDiscriminator, CoTrainedDiscriminatorConfig
+    from megatron_uniapl.discriminator.megatron_backbone import build_megatron_discriminator
+    from megatron_uniapl.model.hf_config import load_qwen3_arch
+    from megatron_uniapl.model.options import ModelOptions
+
+    g = torch.Generator().manual_seed(0)
+
+    def batch(n, width):
+        ids = torch.randint(0, 3000, (n, width), generator=g)
+        mask = (torch.arange(width) < torch.randint(2, width + 1, (n, 1), generator=g)).long()
+        return ids * mask, mask
+
+    expert, policy, probe = batch(4, 12), batch(4, 10), batch(5, 9)
+    arch = load_qwen3_arch(hf_dir)
+    out = {}
+    for tp in (2, 1):
+        parallel.initialize(tp, 1)
+        scorer = build_megatron_discriminator(arch, ModelOptions(tensor_parallel=tp, dtype="float32", spec="portable"), hf_dir)
+        disc = CoTrainedDiscriminator(scorer, CoTrainedDiscriminatorConfig(lr=1e-2, grad_clip=0.05))
+        before = disc.score_ids(*probe)
+        metrics = disc.update(*expert, *policy)
+        out[tp] = {"before": before, "after": disc.score_ids(*probe), "metrics": metrics}
+    torch.save(out, Path(out_dir) / f"{name}_rank{dist.get_rank()}.pt")
+
+
 def run_all(scenarios: list[dict]) -> None:
     """Entry point of a spawned rank: every scenario in turn in one world (see dist_worker.py)."""
     from megatron_uniapl import parallel
@@ -136,5 +165,5 @@ def run_all(scenarios: list[dict]) -> None:
     for scenario in scenarios:
         scenario = dict(scenario)
         kind = scenario.pop("kind")
-        {"train": run_train, "vocab": run_vocab}[kind](**scenario)
+        {"train": run_train, "vocab": run_vocab, "disc": run_disc}[kind](**scenario)
     parallel.destroy()

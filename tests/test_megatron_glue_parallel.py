@@ -11,6 +11,7 @@ against a differently seeded reference model), so each term's normalization is u
     pp2         PP=2 (1F1B, tied embeddings on both stages), several micro-batches == ref
     dp2_sgd     DP=2 through Megatron DDP, several micro-batches per rank == ref (grads, weights)
     dp2_adam    DP=2 with the distributed optimizer and Adam == the single-rank Adam step
+    disc        the Megatron-backbone discriminator: TP=2 scores and one clipped update == TP=1
 """
 
 from __future__ import annotations
@@ -53,6 +54,7 @@ def two_rank(tiny_tied, tiny_ref, tmp_path_factory):
     common = dict(kind="train", hf_dir=str(tiny_tied), ref_dir=str(tiny_ref), out_dir=str(out), budget=32)
     scenarios = [
         dict(kind="vocab", name="vocab", out_dir=str(out)),
+        dict(kind="disc", name="disc", hf_dir=str(tiny_tied), out_dir=str(out)),
         dict(common, name="tp2", tp=2),
         dict(common, name="pp2", pp=2),
         dict(common, name="dp2_sgd"),
@@ -140,3 +142,13 @@ def test_dp2_distributed_adam_equals_single_rank_adam(two_rank, references, tiny
     initial = load_file(f"{tiny_tied}/model.safetensors")
     moved = max((ref["weights"][k] - initial[k]).abs().max().item() for k in ref["weights"])
     assert moved > 5e-4  # Adam moved weights by ~lr: the comparison above is not vacuous
+
+
+def test_megatron_discriminator_tp2_equals_tp1(two_rank):
+    for r in _load(two_rank, "disc"):
+        tp2, tp1 = r[2], r[1]
+        torch.testing.assert_close(tp2["before"], tp1["before"], rtol=0, atol=1e-5)
+        torch.testing.assert_close(tp2["after"], tp1["after"], rtol=0, atol=1e-5)
+        assert tp2["metrics"]["disc/grad_norm"] == pytest.approx(tp1["metrics"]["disc/grad_norm"], rel=1e-5)
+        assert tp1["metrics"]["disc/grad_norm"] > 0.05  # clipping was active
+        assert (tp1["after"] - tp1["before"]).abs().max().item() > 1e-3  # the update moved the scores
