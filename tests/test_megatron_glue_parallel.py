@@ -148,7 +148,8 @@ def test_megatron_discriminator_tp2_equals_tp1(two_rank):
     for r in _load(two_rank, "disc"):
         tp2, tp1 = r[2], r[1]
         torch.testing.assert_close(tp2["before"], tp1["before"], rtol=0, atol=1e-5)
-        torch.testing.assert_close(tp2["after"], tp1["after"], rtol=0, atol=1e-5)
+        # after one AdamW step (sign-like for tiny gradients, so float noise is amplified to ~lr * 1e-3)
+        torch.testing.assert_close(tp2["after"], tp1["after"], rtol=0, atol=5e-5)
         assert tp2["metrics"]["disc/grad_norm"] == pytest.approx(tp1["metrics"]["disc/grad_norm"], rel=1e-5)
         assert tp1["metrics"]["disc/grad_norm"] > 0.05  # clipping was active
-        assert (tp1["after"] - tp1["before"]).abs().max().item() > 1e-3  # the update moved the scores
+        assert (tp1["after"] - tp1["before"]).abs().max().item() > 1e-2  # the update moved the scores

@@ -14,7 +14,7 @@ ratio, optimizer, score clipping) is `discriminator.cotrained.CoTrainedDiscrimin
 is the `SequenceScorer` behind it, plus a tensor-parallel-aware `clip_grad_norm` that the
 trainer uses instead of torch's (a per-rank norm over shards would differ between ranks, and
 replicated weights would drift apart), and `finish_grad_sync`, which averages gradients over
-data-parallel ranks. Each rank's per-parameter AdamW then updates its own shard.
+data-parallel ranks (and sums the shared q/k-norm gradients over TP ranks). Each rank's per-parameter AdamW then updates its own shard.
 
 Limits: one pipeline stage (PP = 1: the discriminator is small next to the policy; a pipelined
 one would need the schedule for a scalar output); every rank of the TP group must be given the
@@ -66,25 +66,28 @@ class MegatronSequenceScorer(torch.nn.Module):
         return self.head(self.final_norm(features)).squeeze(-1).float()
 
     def finish_grad_sync(self) -> None:
-        """Average gradients over the data-parallel group (each rank scored its own responses).
+        """Complete the gradients after backward, as `finalize_model_grads` does for the policy.
 
-        With equally sized per-rank batches this is the gradient of the loss over all of them.
-        A no-op without data parallelism.
+        1. Qwen3's q/k RMSNorm weights are shared by all heads but each tensor-parallel rank sees
+           only its heads, so their gradients are SUMMED over the TP group.
+        2. Every gradient is AVERAGED over the data-parallel group (each rank scored its own
+           responses; with equally sized per-rank batches this is the gradient of the loss over
+           all of them).
         """
         from megatron.core import parallel_state
 
         if not parallel_state.model_parallel_is_initialized():
             return
-        group = parallel_state.get_data_parallel_group(with_context_parallel=True)
-        size = dist.get_world_size(group)
-        grads = [p.grad for p in self.parameters() if p.grad is not None]
-        if size == 1 or not grads:
-            return
-        flat = torch._utils._flatten_dense_tensors(grads)
-        dist.all_reduce(flat, group=group)
-        flat /= size
-        for g, synced in zip(grads, torch._utils._unflatten_dense_tensors(flat, grads)):
-            g.copy_(synced)
+        tp_group = parallel_state.get_tensor_model_parallel_group()
+        if dist.get_world_size(tp_group) > 1:
+            _all_reduce_coalesced(
+                [p.grad for n, p in self.named_parameters() if p.grad is not None and ("q_layernorm" in n or "k_layernorm" in n)],
+                tp_group,
+            )
+        dp_group = parallel_state.get_data_parallel_group(with_context_parallel=True)
+        dp_size = dist.get_world_size(dp_group)
+        if dp_size > 1:
+            _all_reduce_coalesced([p.grad for p in self.parameters() if p.grad is not None], dp_group, 1.0 / dp_size)
 
     def clip_grad_norm(self, max_norm: float) -> torch.Tensor:
         """Clip the global gradient norm over all shards and replicas to `max_norm`; return it.
@@ -106,6 +109,18 @@ class MegatronSequenceScorer(torch.nn.Module):
             for _, g in grads:
                 g.mul_(coeff)
         return norm
+
+
+def _all_reduce_coalesced(grads: list[torch.Tensor], group, scale: float = 1.0) -> None:
+    """Sum `grads` over `group` in one collective (then multiply by `scale`), in place."""
+    if not grads:
+        return
+    flat = torch._utils._flatten_dense_tensors(grads)
+    dist.all_reduce(flat, group=group)
+    if scale != 1.0:
+        flat *= scale
+    for g, synced in zip(grads, torch._utils._unflatten_dense_tensors(flat, grads)):
+        g.copy_(synced)
 
 
 def build_megatron_discriminator(
