@@ -25,7 +25,7 @@ def prompts_and_checks(vocab_size: int):
 
     gen = torch.Generator().manual_seed(11)
     prompts = [torch.randint(0, 151_000, (n,), generator=gen).tolist() for n in (LONG_PROMPT, 6)]
-    seqs, plens = check_sequences(vocab_size, lengths=(9, 40, 200), seed=5)
+    seqs, plens = check_sequences(vocab_size, lengths=(9, 40, 140), seed=5)
     return prompts, seqs, plens
 
 

@@ -43,7 +43,7 @@ class SyncVerifyConfig:
             raise ValueError(f"SyncVerifyConfig.tolerance must be positive, got {self.tolerance}")
 
 
-def check_sequences(vocab_size: int, lengths: tuple[int, ...] = (24, 200), seed: int = 0) -> tuple[list[list[int]], list[int]]:
+def check_sequences(vocab_size: int, lengths: tuple[int, ...] = (24, 160), seed: int = 0) -> tuple[list[list[int]], list[int]]:
     """Random token sequences (the same on every rank) and prompt lengths (half of each).
 
     The default includes a sequence longer than one KV-cache block (128 tokens on CPU), which
@@ -60,8 +60,8 @@ def megatron_logprobs(
     sequence, the same contract as `RolloutEngine.score`. Collective over the model-parallel
     group; every rank gets the result.
 
-    Sequences are right-padded to one length (causal attention: padding cannot change earlier
-    positions) and run one per micro-batch, which also suits interleaved pipelines' fixed shapes.
+    Each sequence is one micro-batch; interleaved pipelines (fixed shapes) get them right-padded
+    to one length (causal attention: padding cannot change earlier positions).
     """
     from megatron.core import parallel_state as ps
     from megatron.core import tensor_parallel
@@ -75,11 +75,12 @@ def megatron_logprobs(
             raise ValueError(f"sequence {index}: prompt_len {plen} must be in [1, {len(seq)}]")
     device = next(chunks[0].parameters()).device
     length = max(len(s) for s in sequences)
-    ids = torch.zeros(len(sequences), length, dtype=torch.long, device=device)
-    for row, seq in enumerate(sequences):
-        ids[row, : len(seq)] = torch.tensor(seq, device=device)
-    positions = torch.arange(length, device=device).unsqueeze(0)
-    micro = [{"input_ids": ids[i : i + 1], "position_ids": positions} for i in range(len(sequences))]
+    fixed = not chunks[0].config.variable_seq_lengths
+    micro = []
+    for seq in sequences:
+        ids = torch.zeros(1, length if fixed else len(seq), dtype=torch.long, device=device)
+        ids[0, : len(seq)] = torch.tensor(seq, device=device)
+        micro.append({"input_ids": ids, "position_ids": torch.arange(ids.shape[1], device=device)[None]})
 
     def target_logprobs(logits: torch.Tensor, batch: dict):
         # logits [1, s, V/tp]; position t predicts token t+1. The cross entropy edits its input.
@@ -96,9 +97,9 @@ def megatron_logprobs(
     finally:
         for chunk, mode in zip(chunks, was_training):
             chunk.train(mode)
-    table = torch.empty(len(sequences), length - 1, dtype=torch.float32, device=device)
-    if outputs:
-        table.copy_(torch.stack([o["logprobs"].float() for o in outputs]))
+    table = torch.zeros(len(sequences), length - 1, dtype=torch.float32, device=device)
+    for row, out in enumerate(outputs):
+        table[row, : out["logprobs"].numel()] = out["logprobs"].float()
     pp_group = ps.get_pipeline_model_parallel_group()
     if dist.get_world_size(pp_group) > 1:
         last = dist.get_process_group_ranks(pp_group)[-1]
