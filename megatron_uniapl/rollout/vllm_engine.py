@@ -268,6 +268,11 @@ class VLLMEngine:
         """Push a complete set of Hugging Face-named tensors (every tensor of the checkpoint)."""
         return push_weights(self, named_tensors, version, bucket_bytes)
 
+    def weight_shapes(self) -> dict[str, tuple[int, ...]]:
+        """Hugging Face name -> full shape of every tensor a complete update must contain (the
+        checkpoint's; with tied embeddings there is no `lm_head.weight`)."""
+        return dict(self._manifest.shapes)
+
     def begin_weight_update(self) -> None:
         self._check_alive()
         if "weights" in self._asleep:

@@ -115,13 +115,26 @@ def push_weights(
     On any error the update is closed as aborted (the engine then knows whether its weights are
     still the old ones or a mix) and the error propagates.
     """
+    if bucket_bytes <= 0:
+        raise ValueError(f"bucket_bytes must be positive, got {bucket_bytes}")
+    return push_buckets(engine, bucketize(named_tensors, bucket_bytes), version)
+
+
+def push_buckets(
+    engine: WeightReceiver, buckets: Iterable[list[tuple[str, torch.Tensor]]], version: int
+) -> SyncStats:
+    """Send already-formed buckets (e.g. received from another pipeline stage) into `engine`.
+
+    The buckets are consumed lazily, so whatever produces them (gathering, broadcasting) is timed
+    as part of the sync. Error handling as in `push_weights`.
+    """
     num_tensors = num_bytes = num_buckets = max_bucket = 0
     _synchronize()
     start = time.perf_counter()
     engine.begin_weight_update()
     completed = False
     try:
-        for bucket in bucketize(named_tensors, bucket_bytes):
+        for bucket in buckets:
             size = sum(tensor_bytes(t) for _, t in bucket)
             engine.load_weight_bucket(bucket)
             num_tensors += len(bucket)

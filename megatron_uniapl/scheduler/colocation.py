@@ -31,6 +31,9 @@ logger = logging.getLogger(__name__)
 
 GIB = 1 << 30
 
+WeightSource = Iterable[tuple[str, torch.Tensor]] | Callable[[RolloutEngine, int], SyncStats | None]
+"""What `sync_weights` pushes: (name, tensor) pairs, or a callable that pushes into the engine."""
+
 
 class Phase(str, enum.Enum):
     """Who holds the devices."""
@@ -81,7 +84,7 @@ class ColocationScheduler:
         engine: RolloutEngine,
         train_state: TensorOffloader,
         trainer_version: Callable[[], int],
-        sync_check: Callable[[RolloutEngine], SyncCheck] | None = None,
+        sync_check: Callable[[RolloutEngine], SyncCheck | None] | None = None,
     ) -> None:
         """`trainer_version()` returns the version of the trainer's current weights (e.g. the
         optimizer step count). `sync_check`, when given, runs after every weight push, once the
@@ -117,14 +120,21 @@ class ColocationScheduler:
         self._step("wake_weights", Phase.TRAIN_OFFLOADED, Phase.WEIGHTS_AWAKE,
                    lambda: self.engine.wake_up(["weights"]))
 
-    def sync_weights(self, named_tensors: Iterable[tuple[str, torch.Tensor]], version: int) -> None:
-        """Push the trainer's weights; `version` must be the trainer's current one."""
+    def sync_weights(self, weights: WeightSource, version: int) -> None:
+        """Push the trainer's weights; `version` must be the trainer's current one.
+
+        `weights` is either the (name, tensor) pairs to push, or a callable `push(engine,
+        version)` that pushes them itself (e.g. `rollout.megatron_sync.MegatronWeightSync`,
+        which gathers Megatron shards and broadcasts pipeline stages in buckets)."""
         current = self.trainer_version()
         if version != current:
             raise StaleWeightsError(f"sync_weights was given version {version}, but the trainer is at {current}")
 
         def push() -> None:
-            stats = self.engine.update_weights(named_tensors, version)
+            if callable(weights):
+                stats = weights(self.engine, version)
+            else:
+                stats = self.engine.update_weights(weights, version)
             if self.engine.weight_version != version:
                 raise StaleWeightsError(
                     f"after the push the engine reports version {self.engine.weight_version}, not {version}"
@@ -139,8 +149,10 @@ class ColocationScheduler:
         self._step("wake_kv", Phase.WEIGHTS_SYNCED, Phase.GENERATE, lambda: self.engine.wake_up(["kv_cache"]))
         if self.sync_check is not None:
             start = time.perf_counter()
-            self.metrics.update(self.sync_check(self.engine).metrics())
-            self.metrics["time/sync_check_s"] = time.perf_counter() - start
+            check = self.sync_check(self.engine)
+            if check is not None:  # None: the check skipped this sync (e.g. every N syncs)
+                self.metrics.update(check.metrics())
+                self.metrics["time/sync_check_s"] = time.perf_counter() - start
 
     def generate(self, prompt_ids: list[list[int]], sampling: SamplingConfig) -> list[Generation]:
         """Sample in the GENERATE phase, from weights that are the trainer's current version."""
@@ -162,7 +174,7 @@ class ColocationScheduler:
 
     def rollout(
         self,
-        named_tensors: Iterable[tuple[str, torch.Tensor]],
+        named_tensors: WeightSource,
         prompt_ids: list[list[int]],
         sampling: SamplingConfig,
     ) -> list[Generation]:
