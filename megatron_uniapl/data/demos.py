@@ -17,7 +17,7 @@ demonstration). A restart skips every key present in either file; see `demo_log`
 interrupted write is recovered. With `--filter`, a sample is kept only if it satisfies all of its
 prompt's constraints (strict or loose verdicts, the same checkers that reward RL); with `--n`
 samples per prompt the first passing one is kept. Samples cut off at `max_tokens` are rejected
-unless `--keep-truncated`.
+unless `--keep-truncated`; blank samples are never kept.
 """
 
 from __future__ import annotations
@@ -122,7 +122,8 @@ def choose(prompt: RLPrompt, samples: list[Generation], config: DemoConfig) -> t
         finished = config.keep_truncated or generation.finish_reason != "length"
         ok = config.filter is None or score(prompt, generation.text, RewardMode(config.filter)) == 1.0
         passing += ok
-        if ok and finished and chosen is None:
+        # A blank response is no demonstration (the schema rejects it), whatever its verdicts.
+        if ok and finished and generation.text.strip() and chosen is None:
             chosen = generation
     return chosen, {"samples": len(samples), "passing": passing, "truncated": truncated,
                     "kept": chosen is not None}

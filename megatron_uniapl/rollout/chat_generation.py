@@ -43,7 +43,8 @@ class ServeOptions:
     """vLLM tensor parallelism. Above 1 the tool must run under torchrun with that many ranks
     (vLLM's `external_launcher`: each rank holds one shard, rank 0 writes the outputs)."""
     dtype: str = "auto"
-    """Weight dtype ("auto": the checkpoint's)."""
+    """Weight and activation dtype: "auto" is vLLM's choice (a float32 checkpoint is served in
+    16 bits), or "bfloat16", "float16", "float32"."""
     max_model_len: int | None = None
     """Longest prompt + response in tokens; None: the model's `max_position_embeddings`,
     capped at 8192."""
