@@ -193,6 +193,11 @@ def _resume(rt: Runtime) -> None:
     """Load the checkpoint `checkpoint.resume` asks for: auto (latest, if any), none, or a path."""
     mode = rt.config.checkpoint.resume
     if mode == "none":
+        if ckpt.complete_iterations(rt.config.checkpoint_dir):
+            raise ckpt.CheckpointError(
+                f"checkpoint.resume=none but {rt.config.checkpoint_dir} already holds checkpoints; "
+                f"use resume=auto to continue, or another logging.run_dir / checkpoint.dir"
+            )
         return
     path = ckpt.latest_checkpoint(rt.config.checkpoint_dir) if mode == "auto" else Path(mode)
     if path is None:

@@ -16,6 +16,7 @@ the weights per step (`objective.weights_at`); SFT-only stages never start the e
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import time
 
@@ -122,6 +123,8 @@ def train(config) -> list[dict]:
                                "entity": config.logging.wandb_entity, "name": config.name})
     progress = Progress(config.train.steps, initial=rt.step, enabled=config.logging.progress_bar)
     history = []
+    world = dist.get_world_size()
+    nodes = max(1, world // int(os.environ.get("LOCAL_WORLD_SIZE", world)))
     try:
         while rt.step < config.train.steps:
             start = time.perf_counter()
@@ -147,6 +150,7 @@ def train(config) -> list[dict]:
                 "optim/lr": result.learning_rate, "optim/grad_norm": result.grad_norm,
                 "optim/skipped": float(result.skipped), "time/step_s": elapsed,
                 "throughput/tokens_per_s": sum(s.num_tokens for s in batch) / elapsed,
+                "gpus": world, "nodes": nodes,
             }
             if rollouts:
                 rewards = [s.rewards["task"] for s in rollouts]
@@ -162,7 +166,8 @@ def train(config) -> list[dict]:
             progress.update({k: metrics[k] for k in ("loss/total", "reward/task_mean") if metrics.get(k) is not None})
             if rt.nonfinite_in_a_row > config.train.max_nonfinite_steps:
                 raise FloatingPointError(f"{rt.nonfinite_in_a_row} steps in a row had non-finite gradients; stopping")
-            if rt.step % config.checkpoint.every == 0 or rt.step == config.train.steps:
+            every = config.checkpoint.every  # 0 = only at the end
+            if (every and rt.step % every == 0) or rt.step == config.train.steps:
                 save(rt)
     finally:
         progress.close()
