@@ -204,7 +204,14 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if rank() == 0:
         save_resolved(config, config.logging.run_dir)
-    history = train(config)
+    from megatron_uniapl.checkpoint import CheckpointError
+    from megatron_uniapl.data.jsonl import DataError
+
+    try:
+        history = train(config)
+    except (DataError, FileNotFoundError, CheckpointError, ConfigError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     if rank() == 0:
         print(summarize(history))
     return 0
