@@ -81,7 +81,9 @@ def test_packed_logprobs_match_transformers_per_sample(policy, hf_model):
             got = lp[0, start + p - 1 : start + p - 1 + r]
             ref = _hf_response_logprobs(hf_model, s)
             assert (got.double() - ref).abs().max().item() < 1e-4, i
-            mask = (mb.sft_mask if s.kind == SampleKind.DEMO else mb.rollout_mask)[0, start + p - 1 : start + p - 1 + r]
+            mask = (mb.sft_mask if s.kind == SampleKind.DEMO else mb.rollout_mask)[
+                0, start + p - 1 : start + p - 1 + r
+            ]
             assert mask.tolist() == (s.loss_mask or [1] * r)
             start += p + r
 
@@ -133,7 +135,9 @@ def test_non_finite_loss_skips_the_step(tiny_tied, megatron_world):
     from parity_utils import megatron_from_hf
 
     _, model = megatron_from_hf(tiny_tied)
-    settings = OptimizerSettings(optimizer="sgd", lr=0.1, warmup_steps=2, decay_steps=10, decay_style="linear")
+    settings = OptimizerSettings(
+        optimizer="sgd", lr=0.1, warmup_steps=2, decay_steps=10, decay_style="linear"
+    )
     chunks = wrap_ddp([model], settings)
     optimizer, scheduler = build_optimizer(chunks, settings, total_steps=10)
     objective = objective_for_variant("sft")

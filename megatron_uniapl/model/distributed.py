@@ -106,7 +106,9 @@ def wrap_ddp(model_chunks: list[torch.nn.Module], settings: OptimizerSettings) -
         average_in_collective=False,  # required with calculate_per_token_loss (we sum over ranks)
     )
     return [
-        DistributedDataParallel(config=chunk.config, ddp_config=ddp_config, module=chunk, disable_bucketing=i > 0)
+        DistributedDataParallel(
+            config=chunk.config, ddp_config=ddp_config, module=chunk, disable_bucketing=i > 0
+        )
         for i, chunk in enumerate(model_chunks)
     ]
 
