@@ -145,14 +145,15 @@ def attach_logprobs(
     """
     if key not in ("old_logprobs", "ref_logprobs"):
         raise ValueError(f"key must be 'old_logprobs' or 'ref_logprobs', got {key!r}")
-    needed = [b for b in batches if bool(b["rollout_mask"].any())]
+    # Interleaved pipelines need a micro-batch count that fits their schedule: run them all.
+    needed = [b for b in batches if len(model_chunks) > 1 or bool(b["rollout_mask"].any())]
     logprobs = compute_logprobs(model_chunks, needed) if needed else []
     if logprobs is None:
         return
     for batch, lp in zip(needed, logprobs):
         batch[key] = lp
     for batch in batches:
-        if not bool(batch["rollout_mask"].any()):
+        if key not in batch or batch[key] is None:
             batch[key] = torch.zeros_like(batch["rollout_mask"])
 
 
