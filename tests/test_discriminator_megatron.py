@@ -59,6 +59,14 @@ def test_megatron_discriminator_learns_toy_separation(megatron_world):
     after = _held_out_accuracy(disc)
     assert before < 0.75 and after > 0.9, (before, after)
     assert metrics["disc/grad_norm"] > 0
+    # its state (backbone, head, AdamW moments) restores into a fresh scorer: resume-exact
+    clone = CoTrainedDiscriminator(
+        build_megatron_discriminator(ARCH, ModelOptions(dtype="float32", spec="portable"), head_seed=3),
+        disc.config,
+    )
+    clone.load_state_dict(disc.state_dict())
+    batch = (*_draw(gen, 8, True), *_draw(gen, 8, False))
+    assert clone.update(*batch) == pytest.approx(disc.update(*batch))
     # a packed row scores each sequence as if it were alone (padding and neighbours do not leak)
     ids, mask = _draw(torch.Generator().manual_seed(5), 3, True)
     together = disc.score_ids(ids, mask)
