@@ -4,7 +4,8 @@
 packs the global batch of `glue_utils.mixed_samples` for this layout's data-parallel size,
 recomputes old and reference log-probs through the pipeline, runs one `train_step` through DDP
 and Megatron's optimizer, and saves what this rank holds: HF-named gradients (after
-`finalize_model_grads`), HF-named updated weights, the step's metrics and gradient norm.
+`finalize_model_grads` and Megatron's in-place clipping to norm 1, the same factor in every layout since
+the norm itself is compared), HF-named updated weights, the step's metrics and gradient norm.
 `vocab` checks the vocabulary-parallel log-probs and entropy against the full-vocabulary values.
 """
 

@@ -172,3 +172,38 @@ def test_optimizer_settings_errors():
         OptimizerSettings(warmup_steps=5, decay_steps=5).validate()
     with pytest.raises(ValueError, match="decay_style"):
         OptimizerSettings(decay_style="exp").validate()
+
+
+def test_sft_step_gradients_equal_transformers_gradients(tiny_tied, megatron_world):
+    """The absolute gradient scale through DDP + finalize_model_grads (layout parity cannot see a
+    scale applied to every layout alike): grads of the SFT step == HF grads of the token-mean NLL."""
+    from transformers import AutoModelForCausalLM
+
+    from parity_utils import hf_named_grads, megatron_from_hf
+
+    arch, model = megatron_from_hf(tiny_tied)
+    # No clipping: Megatron's optimizer clips the reduced gradients in place.
+    settings = OptimizerSettings(optimizer="sgd", lr=1e-3, clip_grad=0.0)
+    chunks = wrap_ddp([model], settings)
+    optimizer, scheduler = build_optimizer(chunks, settings, total_steps=10)
+    demos = [s for s in mixed_samples(seed=4, demos=5) if s.kind == SampleKind.DEMO]
+    packed = pack_samples(demos, 32)
+    objective = objective_for_variant("sft")
+    loss_fn = UniAPLLoss(objective.weights_at(0), objective.pg, packed.term_counts())
+    train_step(chunks, optimizer, rank_batches(packed, 0), loss_fn, scheduler)
+    grads = hf_named_grads(chunks[0].module, arch)
+
+    hf = AutoModelForCausalLM.from_pretrained(tiny_tied, dtype=torch.float32)
+    total = sum(len(s.response_ids) for s in demos)
+    loss = 0.0
+    for s in demos:
+        ids = torch.tensor([s.prompt_ids + s.response_ids])
+        p = len(s.prompt_ids)
+        logp = torch.log_softmax(hf(ids).logits[0, p - 1 : -1], -1)
+        loss = loss - logp.gather(-1, ids[0, p:].unsqueeze(-1)).sum() / total
+    loss.backward()
+    assert len(packed.micro_batches[0]) >= 2
+    for name, param in hf.named_parameters():
+        ref = param.grad
+        diff = (grads[name] - ref).abs().max().item()
+        assert diff <= 2e-5 * max(1.0, ref.abs().max().item()), f"{name}: {diff:.3e}"

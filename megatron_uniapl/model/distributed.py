@@ -209,7 +209,8 @@ def train_step(model_chunks, optimizer, micro_batches: list[dict], loss_fn, sche
     micro_batches: this data-parallel rank's micro-batches; every rank must hold the same count.
     loss_fn: a `run_microbatches` loss function normalized by global counts (`objective.UniAPLLoss`).
     Gradients that are not finite on any rank skip the update on all ranks (the model is left
-    unchanged and the scheduler does not advance). Collective over the whole world.
+    unchanged and the scheduler does not advance). After the step the gradient buffers hold the
+    reduced gradients, clipped in place when `clip_grad > 0`. Collective over the whole world.
     """
     from megatron.core.distributed import finalize_model_grads
 
