@@ -38,12 +38,23 @@ from megatron_uniapl.losses.config import PolicyGradientConfig, StepWeights
 from megatron_uniapl.losses.uniapl import uniapl_loss
 from megatron_uniapl.losses.vocab_parallel import vocab_parallel_entropy, vocab_parallel_logprobs
 
-LOSS_INPUT_KEYS = ("sft_mask", "rollout_mask", "advantages", "old_logprobs", "rollout_logprobs", "ref_logprobs")
+LOSS_INPUT_KEYS = (
+    "sft_mask",
+    "rollout_mask",
+    "advantages",
+    "old_logprobs",
+    "rollout_logprobs",
+    "ref_logprobs",
+)
 """Keys of a Megatron micro-batch dict that `uniapl_loss` consumes (absent or None = not given)."""
 
 
 def _device() -> torch.device:
-    return torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
+    return (
+        torch.device("cuda", torch.cuda.current_device())
+        if torch.cuda.is_available()
+        else torch.device("cpu")
+    )
 
 
 def megatron_batch(micro_batch: PackedMicroBatch, device: torch.device | None = None) -> dict:
@@ -56,7 +67,9 @@ def megatron_batch(micro_batch: PackedMicroBatch, device: torch.device | None = 
     cu = micro_batch.cu_seqlens.tolist()
     lengths = [b - a for a, b in zip(cu[:-1], cu[1:])]
     if sum(lengths) != micro_batch.input_ids.shape[1]:
-        raise ValueError(f"cu_seqlens end at {cu[-1]} but the row has {micro_batch.input_ids.shape[1]} tokens")
+        raise ValueError(
+            f"cu_seqlens end at {cu[-1]} but the row has {micro_batch.input_ids.shape[1]} tokens"
+        )
 
     def put(t):
         return None if t is None else t.to(device)
@@ -84,7 +97,9 @@ def megatron_batch(micro_batch: PackedMicroBatch, device: torch.device | None = 
 def rank_batches(packed: PackedBatch, dp_rank: int, device: torch.device | None = None) -> list[dict]:
     """This data-parallel rank's micro-batches of a packed global batch, as `megatron_batch` dicts."""
     if not 0 <= dp_rank < len(packed.micro_batches):
-        raise ValueError(f"data-parallel rank {dp_rank} but the batch was packed for {len(packed.micro_batches)}")
+        raise ValueError(
+            f"data-parallel rank {dp_rank} but the batch was packed for {len(packed.micro_batches)}"
+        )
     return [megatron_batch(mb, device) for mb in packed.micro_batches[dp_rank]]
 
 
@@ -93,7 +108,9 @@ def _logprob_loss_fn(logits: torch.Tensor, batch: dict):
     return logprobs.sum() * 0.0, torch.tensor(0, dtype=torch.int), {"logprobs": logprobs.detach()}
 
 
-def compute_logprobs(model_chunks: list[torch.nn.Module], batches: Sequence[dict]) -> list[torch.Tensor] | None:
+def compute_logprobs(
+    model_chunks: list[torch.nn.Module], batches: Sequence[dict]
+) -> list[torch.Tensor] | None:
     """Per-token log-probs [1, T] of every micro-batch's targets, forward only, no gradient.
 
     Returns the list on the last pipeline stage (identical on its tensor-parallel ranks) and None
@@ -115,20 +132,29 @@ def compute_logprobs(model_chunks: list[torch.nn.Module], batches: Sequence[dict
     return [m["logprobs"] for m in out]
 
 
-def attach_logprobs(model_chunks: list[torch.nn.Module], batches: Sequence[dict], key: str = "old_logprobs") -> None:
+def attach_logprobs(
+    model_chunks: list[torch.nn.Module], batches: Sequence[dict], key: str = "old_logprobs"
+) -> None:
     """Store `compute_logprobs` under `batches[i][key]` ("old_logprobs" or "ref_logprobs").
 
     Old log-probs come from the policy chunks before the update; reference log-probs from the
-    frozen reference policy's chunks (same pipeline layout). On stages other than the last the
-    batches are left unchanged (they never read it).
+    frozen reference policy's chunks (same pipeline layout). Both are read on rollout tokens only,
+    so micro-batches without rollout tokens are not run and get zeros (never read: every term
+    that reads them is masked to rollout tokens). On stages other than the last the batches are
+    left unchanged (they never read it).
     """
     if key not in ("old_logprobs", "ref_logprobs"):
         raise ValueError(f"key must be 'old_logprobs' or 'ref_logprobs', got {key!r}")
-    logprobs = compute_logprobs(model_chunks, batches)
+    # Interleaved pipelines need a micro-batch count that fits their schedule: run them all.
+    needed = [b for b in batches if len(model_chunks) > 1 or bool(b["rollout_mask"].any())]
+    logprobs = compute_logprobs(model_chunks, needed) if needed else []
     if logprobs is None:
         return
-    for batch, lp in zip(batches, logprobs):
+    for batch, lp in zip(needed, logprobs):
         batch[key] = lp
+    for batch in batches:
+        if key not in batch or batch[key] is None:
+            batch[key] = torch.zeros_like(batch["rollout_mask"])
 
 
 @dataclass
@@ -157,7 +183,12 @@ class UniAPLLoss:
                 entropy = vocab_parallel_entropy(logits.detach())
         inputs = {k: batch.get(k) for k in LOSS_INPUT_KEYS}
         loss, metrics = uniapl_loss(
-            logprobs, weights=self.weights, pg=self.pg, global_counts=self.global_counts, entropy=entropy, **inputs
+            logprobs,
+            weights=self.weights,
+            pg=self.pg,
+            global_counts=self.global_counts,
+            entropy=entropy,
+            **inputs,
         )
         metrics["loss/total"] = loss.detach()
         num_tokens = (batch["sft_mask"].sum() + batch["rollout_mask"].sum()).to(torch.int)

@@ -4,7 +4,8 @@
 packs the global batch of `glue_utils.mixed_samples` for this layout's data-parallel size,
 recomputes old and reference log-probs through the pipeline, runs one `train_step` through DDP
 and Megatron's optimizer, and saves what this rank holds: HF-named gradients (after
-`finalize_model_grads`), HF-named updated weights, the step's metrics and gradient norm.
+`finalize_model_grads` and Megatron's in-place clipping to norm 1, the same factor in every layout since
+the norm itself is compared), HF-named updated weights, the step's metrics and gradient norm.
 `vocab` checks the vocabulary-parallel log-probs and entropy against the full-vocabulary values.
 """
 
@@ -35,13 +36,17 @@ def _build(hf_dir, tp, pp):
     from megatron_uniapl.model.options import ModelOptions
 
     arch = load_qwen3_arch(hf_dir)
-    model = build_qwen3_model(arch, ModelOptions(tensor_parallel=tp, pipeline_parallel=pp, dtype="float32", spec="portable"))
+    model = build_qwen3_model(
+        arch, ModelOptions(tensor_parallel=tp, pipeline_parallel=pp, dtype="float32", spec="portable")
+    )
     with HFCheckpointReader(hf_dir) as reader:
         load_hf_into_model(model, reader, arch, ps.get_tensor_model_parallel_rank(), tp)
     return arch, model
 
 
-def run_train(name, hf_dir, ref_dir, out_dir, tp=1, pp=1, budget=4096, optimizer="sgd", distributed=False, lr=0.5):
+def run_train(
+    name, hf_dir, ref_dir, out_dir, tp=1, pp=1, budget=4096, optimizer="sgd", distributed=False, lr=0.5
+):
     from megatron.core import parallel_state as ps
 
     from glue_utils import all_terms_objective, prepared_samples
@@ -150,7 +155,9 @@ def run_disc(name, hf_dir, out_dir):
     out = {}
     for tp in (2, 1):
         parallel.initialize(tp, 1)
-        scorer = build_megatron_discriminator(arch, ModelOptions(tensor_parallel=tp, dtype="float32", spec="portable"), hf_dir)
+        scorer = build_megatron_discriminator(
+            arch, ModelOptions(tensor_parallel=tp, dtype="float32", spec="portable"), hf_dir
+        )
         disc = CoTrainedDiscriminator(scorer, CoTrainedDiscriminatorConfig(lr=1e-2, grad_clip=0.05))
         before = disc.score_ids(*probe)
         metrics = disc.update(*expert, *policy)

@@ -15,9 +15,17 @@ from megatron_uniapl.model.hf_config import Qwen3Arch
 from megatron_uniapl.model.options import ModelOptions
 
 ARCH = Qwen3Arch(
-    vocab_size=64, hidden_size=32, intermediate_size=64, num_layers=1, num_attention_heads=2,
-    num_key_value_heads=1, head_dim=32, rms_norm_eps=1e-6, rope_theta=10000.0,
-    max_position_embeddings=128, tie_word_embeddings=False,
+    vocab_size=64,
+    hidden_size=32,
+    intermediate_size=64,
+    num_layers=1,
+    num_attention_heads=2,
+    num_key_value_heads=1,
+    head_dim=32,
+    rms_norm_eps=1e-6,
+    rope_theta=10000.0,
+    max_position_embeddings=128,
+    tie_word_embeddings=False,
 )
 
 
@@ -51,10 +59,23 @@ def test_megatron_discriminator_learns_toy_separation(megatron_world):
     after = _held_out_accuracy(disc)
     assert before < 0.75 and after > 0.9, (before, after)
     assert metrics["disc/grad_norm"] > 0
+    # its state (backbone, head, AdamW moments) restores into a fresh scorer: resume-exact
+    clone = CoTrainedDiscriminator(
+        build_megatron_discriminator(ARCH, ModelOptions(dtype="float32", spec="portable"), head_seed=3),
+        disc.config,
+    )
+    clone.load_state_dict(disc.state_dict())
+    batch = (*_draw(gen, 8, True), *_draw(gen, 8, False))
+    assert clone.update(*batch) == pytest.approx(disc.update(*batch))
     # a packed row scores each sequence as if it were alone (padding and neighbours do not leak)
     ids, mask = _draw(torch.Generator().manual_seed(5), 3, True)
     together = disc.score_ids(ids, mask)
-    alone = torch.cat([disc.score_ids(ids[i : i + 1, : int(mask[i].sum())], mask[i : i + 1, : int(mask[i].sum())]) for i in range(3)])
+    alone = torch.cat(
+        [
+            disc.score_ids(ids[i : i + 1, : int(mask[i].sum())], mask[i : i + 1, : int(mask[i].sum())])
+            for i in range(3)
+        ]
+    )
     torch.testing.assert_close(together, alone, rtol=0, atol=1e-5)
 
 
@@ -62,7 +83,9 @@ def test_megatron_discriminator_rejects_bad_input(megatron_world):
     from megatron_uniapl.discriminator.megatron_backbone import build_megatron_discriminator
 
     with pytest.raises(ValueError, match="pipeline_parallel must be 1"):
-        build_megatron_discriminator(ARCH, ModelOptions(pipeline_parallel=2, dtype="float32", spec="portable"))
+        build_megatron_discriminator(
+            ARCH, ModelOptions(pipeline_parallel=2, dtype="float32", spec="portable")
+        )
     scorer = build_megatron_discriminator(ARCH, ModelOptions(dtype="float32", spec="portable"))
     with pytest.raises(ValueError, match="sequence 1 has no tokens"):
         scorer(torch.ones(2, 3, dtype=torch.long), torch.tensor([[1, 1, 0], [0, 0, 0]]))

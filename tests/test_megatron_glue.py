@@ -81,7 +81,9 @@ def test_packed_logprobs_match_transformers_per_sample(policy, hf_model):
             got = lp[0, start + p - 1 : start + p - 1 + r]
             ref = _hf_response_logprobs(hf_model, s)
             assert (got.double() - ref).abs().max().item() < 1e-4, i
-            mask = (mb.sft_mask if s.kind == SampleKind.DEMO else mb.rollout_mask)[0, start + p - 1 : start + p - 1 + r]
+            mask = (mb.sft_mask if s.kind == SampleKind.DEMO else mb.rollout_mask)[
+                0, start + p - 1 : start + p - 1 + r
+            ]
             assert mask.tolist() == (s.loss_mask or [1] * r)
             start += p + r
 
@@ -133,7 +135,9 @@ def test_non_finite_loss_skips_the_step(tiny_tied, megatron_world):
     from parity_utils import megatron_from_hf
 
     _, model = megatron_from_hf(tiny_tied)
-    settings = OptimizerSettings(optimizer="sgd", lr=0.1, warmup_steps=2, decay_steps=10, decay_style="linear")
+    settings = OptimizerSettings(
+        optimizer="sgd", lr=0.1, warmup_steps=2, decay_steps=10, decay_style="linear"
+    )
     chunks = wrap_ddp([model], settings)
     optimizer, scheduler = build_optimizer(chunks, settings, total_steps=10)
     objective = objective_for_variant("sft")
@@ -168,3 +172,38 @@ def test_optimizer_settings_errors():
         OptimizerSettings(warmup_steps=5, decay_steps=5).validate()
     with pytest.raises(ValueError, match="decay_style"):
         OptimizerSettings(decay_style="exp").validate()
+
+
+def test_sft_step_gradients_equal_transformers_gradients(tiny_tied, megatron_world):
+    """The absolute gradient scale through DDP + finalize_model_grads (layout parity cannot see a
+    scale applied to every layout alike): grads of the SFT step == HF grads of the token-mean NLL."""
+    from transformers import AutoModelForCausalLM
+
+    from parity_utils import hf_named_grads, megatron_from_hf
+
+    arch, model = megatron_from_hf(tiny_tied)
+    # No clipping: Megatron's optimizer clips the reduced gradients in place.
+    settings = OptimizerSettings(optimizer="sgd", lr=1e-3, clip_grad=0.0)
+    chunks = wrap_ddp([model], settings)
+    optimizer, scheduler = build_optimizer(chunks, settings, total_steps=10)
+    demos = [s for s in mixed_samples(seed=4, demos=5) if s.kind == SampleKind.DEMO]
+    packed = pack_samples(demos, 32)
+    objective = objective_for_variant("sft")
+    loss_fn = UniAPLLoss(objective.weights_at(0), objective.pg, packed.term_counts())
+    train_step(chunks, optimizer, rank_batches(packed, 0), loss_fn, scheduler)
+    grads = hf_named_grads(chunks[0].module, arch)
+
+    hf = AutoModelForCausalLM.from_pretrained(tiny_tied, dtype=torch.float32)
+    total = sum(len(s.response_ids) for s in demos)
+    loss = 0.0
+    for s in demos:
+        ids = torch.tensor([s.prompt_ids + s.response_ids])
+        p = len(s.prompt_ids)
+        logp = torch.log_softmax(hf(ids).logits[0, p - 1 : -1], -1)
+        loss = loss - logp.gather(-1, ids[0, p:].unsqueeze(-1)).sum() / total
+    loss.backward()
+    assert len(packed.micro_batches[0]) >= 2
+    for name, param in hf.named_parameters():
+        ref = param.grad
+        diff = (grads[name] - ref).abs().max().item()
+        assert diff <= 2e-5 * max(1.0, ref.abs().max().item()), f"{name}: {diff:.3e}"

@@ -17,6 +17,7 @@ against a differently seeded reference model), so each term's normalization is u
 from __future__ import annotations
 
 import glob
+import os
 
 import pytest
 import torch
@@ -60,7 +61,13 @@ def two_rank(tiny_tied, tiny_ref, tmp_path_factory):
         dict(common, name="dp2_sgd"),
         dict(common, name="dp2_adam", optimizer="adam", lr=1e-3, distributed=True),
     ]
-    parallel.run_world(run_all, 2, scenarios)
+    # An in-process world of one (another test's Megatron state) leaves RANK/WORLD_SIZE in the
+    # environment, which run_world would take for a launcher; spawn with them hidden.
+    saved = {k: os.environ.pop(k) for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK") if k in os.environ}
+    try:
+        parallel.run_world(run_all, 2, scenarios)
+    finally:
+        os.environ.update(saved)
     return out
 
 

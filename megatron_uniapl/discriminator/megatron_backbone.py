@@ -14,7 +14,8 @@ ratio, optimizer, score clipping) is `discriminator.cotrained.CoTrainedDiscrimin
 is the `SequenceScorer` behind it, plus a tensor-parallel-aware `clip_grad_norm` that the
 trainer uses instead of torch's (a per-rank norm over shards would differ between ranks, and
 replicated weights would drift apart), and `finish_grad_sync`, which averages gradients over
-data-parallel ranks (and sums the shared q/k-norm gradients over TP ranks). Each rank's per-parameter AdamW then updates its own shard.
+data-parallel ranks (and sums the shared q/k-norm gradients over TP ranks). Each rank's
+per-parameter AdamW then updates its own shard.
 
 Limits: one pipeline stage (PP = 1: the discriminator is small next to the policy; a pipelined
 one would need the schedule for a scalar output); every rank of the TP group must be given the
@@ -52,7 +53,10 @@ class MegatronSequenceScorer(torch.nn.Module):
         from megatron_uniapl.model.packing import packed_seq_params, position_ids_from_lengths
 
         if input_ids.shape != attention_mask.shape or input_ids.dim() != 2:
-            raise ValueError(f"input_ids {tuple(input_ids.shape)} and attention_mask {tuple(attention_mask.shape)} must be equal [N, S]")
+            raise ValueError(
+                f"input_ids {tuple(input_ids.shape)} and attention_mask "
+                f"{tuple(attention_mask.shape)} must be equal [N, S]"
+            )
         keep = attention_mask.bool()
         lengths = keep.sum(dim=1).tolist()
         if min(lengths) == 0:
@@ -60,7 +64,9 @@ class MegatronSequenceScorer(torch.nn.Module):
         device = next(self.backbone.parameters()).device
         packed_ids = input_ids[keep].unsqueeze(0).to(device)  # [1, T], row-major: sequence by sequence
         positions = position_ids_from_lengths(lengths, device=device)
-        hidden = self.backbone(packed_ids, positions, None, packed_seq_params=packed_seq_params(lengths, device))
+        hidden = self.backbone(
+            packed_ids, positions, None, packed_seq_params=packed_seq_params(lengths, device)
+        )
         last = torch.cumsum(torch.tensor(lengths, device=device), 0) - 1
         features = hidden[last, 0]  # hidden is [T, 1, H] (Megatron's [s, b, h])
         return self.head(self.final_norm(features)).squeeze(-1).float()
@@ -81,13 +87,19 @@ class MegatronSequenceScorer(torch.nn.Module):
         tp_group = parallel_state.get_tensor_model_parallel_group()
         if dist.get_world_size(tp_group) > 1:
             _all_reduce_coalesced(
-                [p.grad for n, p in self.named_parameters() if p.grad is not None and ("q_layernorm" in n or "k_layernorm" in n)],
+                [
+                    p.grad
+                    for n, p in self.named_parameters()
+                    if p.grad is not None and ("q_layernorm" in n or "k_layernorm" in n)
+                ],
                 tp_group,
             )
         dp_group = parallel_state.get_data_parallel_group(with_context_parallel=True)
         dp_size = dist.get_world_size(dp_group)
         if dp_size > 1:
-            _all_reduce_coalesced([p.grad for p in self.parameters() if p.grad is not None], dp_group, 1.0 / dp_size)
+            _all_reduce_coalesced(
+                [p.grad for p in self.parameters() if p.grad is not None], dp_group, 1.0 / dp_size
+            )
 
     def clip_grad_norm(self, max_norm: float) -> torch.Tensor:
         """Clip the global gradient norm over all shards and replicas to `max_norm`; return it.
@@ -98,9 +110,18 @@ class MegatronSequenceScorer(torch.nn.Module):
         from megatron.core import parallel_state
 
         grads = [(p, p.grad) for p in self.parameters() if p.grad is not None]
-        sharded = sum((g.float().pow(2).sum() for p, g in grads if getattr(p, "tensor_model_parallel", False)), torch.zeros(()))
-        replicated = sum((g.float().pow(2).sum() for p, g in grads if not getattr(p, "tensor_model_parallel", False)), torch.zeros(()))
-        if parallel_state.model_parallel_is_initialized() and parallel_state.get_tensor_model_parallel_world_size() > 1:
+        sharded = sum(
+            (g.float().pow(2).sum() for p, g in grads if getattr(p, "tensor_model_parallel", False)),
+            torch.zeros(()),
+        )
+        replicated = sum(
+            (g.float().pow(2).sum() for p, g in grads if not getattr(p, "tensor_model_parallel", False)),
+            torch.zeros(()),
+        )
+        if (
+            parallel_state.model_parallel_is_initialized()
+            and parallel_state.get_tensor_model_parallel_world_size() > 1
+        ):
             sharded = sharded.to(grads[0][1].device)
             dist.all_reduce(sharded, group=parallel_state.get_tensor_model_parallel_group())
         norm = torch.sqrt(sharded.cpu() + replicated.cpu())
@@ -150,7 +171,11 @@ def build_megatron_discriminator(
 
         with HFCheckpointReader(hf_dir) as reader:
             load_hf_into_model(
-                backbone, reader, arch, parallel_state.get_tensor_model_parallel_rank(), options.tensor_parallel
+                backbone,
+                reader,
+                arch,
+                parallel_state.get_tensor_model_parallel_rank(),
+                options.tensor_parallel,
             )
             with torch.no_grad():
                 scorer.final_norm.weight.copy_(reader.tensor("model.norm.weight"))

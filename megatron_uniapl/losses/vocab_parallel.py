@@ -116,9 +116,7 @@ class _VocabParallelEntropy(torch.autograd.Function):
         return grad.to(logits.dtype), None
 
 
-def vocab_parallel_logprobs(
-    logits: torch.Tensor, targets: torch.Tensor, group="default"
-) -> torch.Tensor:
+def vocab_parallel_logprobs(logits: torch.Tensor, targets: torch.Tensor, group="default") -> torch.Tensor:
     """log softmax(z)[target] per position, z split over the vocabulary across `group`.
 
     logits:  [..., V/tp] this rank's vocabulary slice (rank r owns ids [r V/tp, (r+1) V/tp)).

@@ -106,7 +106,9 @@ def wrap_ddp(model_chunks: list[torch.nn.Module], settings: OptimizerSettings) -
         average_in_collective=False,  # required with calculate_per_token_loss (we sum over ranks)
     )
     return [
-        DistributedDataParallel(config=chunk.config, ddp_config=ddp_config, module=chunk, disable_bucketing=i > 0)
+        DistributedDataParallel(
+            config=chunk.config, ddp_config=ddp_config, module=chunk, disable_bucketing=i > 0
+        )
         for i, chunk in enumerate(model_chunks)
     ]
 
@@ -207,7 +209,8 @@ def train_step(model_chunks, optimizer, micro_batches: list[dict], loss_fn, sche
     micro_batches: this data-parallel rank's micro-batches; every rank must hold the same count.
     loss_fn: a `run_microbatches` loss function normalized by global counts (`objective.UniAPLLoss`).
     Gradients that are not finite on any rank skip the update on all ranks (the model is left
-    unchanged and the scheduler does not advance). Collective over the whole world.
+    unchanged and the scheduler does not advance). After the step the gradient buffers hold the
+    reduced gradients, clipped in place when `clip_grad > 0`. Collective over the whole world.
     """
     from megatron.core.distributed import finalize_model_grads
 
