@@ -30,11 +30,28 @@ def tiny_untied(tmp_path_factory):
     )
 
 
-@pytest.fixture
+_WORLD = {"up": False}
+
+
+@pytest.fixture(scope="session")
 def megatron_world():
-    """A single-process Megatron world (TP=1, PP=1) on the CPU for in-process tests. Rebuilt per
-    test: model-parallel groups are cheap, and a test may have torn the world down."""
+    """A single-process Megatron world (TP=1, PP=1) on the CPU, shared by in-process tests."""
     from megatron_uniapl import parallel
 
     parallel.initialize(1, 1)
+    _WORLD["up"] = True
     yield
+
+
+@pytest.fixture(autouse=True)
+def _megatron_world_stays_up():
+    """Some tests run a one-rank worker in-process that tears its world down at the end; bring
+    the shared world back for the tests after it."""
+    yield
+    if _WORLD["up"]:
+        from megatron.core import parallel_state
+
+        if not parallel_state.model_parallel_is_initialized():
+            from megatron_uniapl import parallel
+
+            parallel.initialize(1, 1)

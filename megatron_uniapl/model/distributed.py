@@ -94,10 +94,6 @@ def wrap_ddp(model_chunks: list[torch.nn.Module], settings: OptimizerSettings) -
     off: it needs CUDA streams, and the step below finishes the reduction explicitly.
     """
     from megatron.core.distributed import DistributedDataParallel, DistributedDataParallelConfig
-
-    from megatron_uniapl import cpu_support_ddp
-
-    cpu_support_ddp.enable()
     ddp_config = DistributedDataParallelConfig(
         grad_reduce_in_fp32=settings.grad_reduce_in_fp32,
         overlap_grad_reduce=False,
