@@ -38,6 +38,8 @@ pytestmark = [
 
 ROOT = Path(__file__).resolve().parents[1]
 MAX_TOKENS = 12
+"""Demonstration length (the filter test's word-count thresholds are tuned to it)."""
+EVAL_TOKENS = 8
 EVAL_LIMIT = 6
 
 
@@ -71,7 +73,7 @@ def hf_eval(engine, tiny_dir, ifeval_subset, tmp_path_factory):
     """One in-process evaluation of the Hugging Face directory: (out_dir, returned results)."""
     out = tmp_path_factory.mktemp("eval_hf")
     config = EvalConfig(tiny_dir, ifeval_subset, out, limit=EVAL_LIMIT, batch_size=4, progress=False,
-                        sampling=SamplingConfig(temperature=0.0, max_tokens=MAX_TOKENS))
+                        sampling=SamplingConfig(temperature=0.0, max_tokens=EVAL_TOKENS))
     return out, run_eval(config, engine=engine)
 
 
@@ -115,7 +117,7 @@ def test_eval_responses_are_greedy_replies_to_the_templated_prompts(engine, hf_e
     prompts = [p.prompt for p in read_rl_prompts(ifeval_subset)[:EVAL_LIMIT]]
     written = read_lines(out / "responses.jsonl")
     assert [r["prompt"] for r in written] == prompts
-    expected = engine.generate(templated(tiny_dir, prompts), SamplingConfig(temperature=0.0, max_tokens=MAX_TOKENS))
+    expected = engine.generate(templated(tiny_dir, prompts), SamplingConfig(temperature=0.0, max_tokens=EVAL_TOKENS))
     assert [r["response"] for r in written] == [g.text for g in expected]
     assert [p["num_tokens"] for p in results["per_prompt"]] == [len(g.token_ids) for g in expected]
 
@@ -131,7 +133,7 @@ def test_eval_of_a_megatron_checkpoint_reproduces_the_hf_run(hf_eval, tiny_dir, 
     out = tmp_path / "eval_mcore"
     proc = subprocess.run([sys.executable, str(ROOT / "tools" / "eval.py"), "--model", str(mcore),
                            "--eval-file", str(ifeval_subset), "--out", str(out), "--limit", str(EVAL_LIMIT),
-                           "--max-tokens", str(MAX_TOKENS), "--batch-size", "4", "--no-progress",
+                           "--max-tokens", str(EVAL_TOKENS), "--batch-size", "4", "--no-progress",
                            "--kv-cache-gib", "0.0625", "--dtype", "float32"],
                           env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
@@ -177,39 +179,56 @@ class InterruptAfter:
         return self._engine.generate(prompt_ids, sampling)
 
 
-def test_demos_resume_after_a_crash_equals_an_uninterrupted_run(engine, tiny_dir, ifeval_subset, tmp_path):
-    whole = tmp_path / "whole.jsonl"
-    summary = generate_demos(demo_config(tiny_dir, ifeval_subset, whole), engine=engine)
-    assert summary["generated"] == summary["kept"] == 10 and summary["samples"] == 10
+@pytest.fixture(scope="module")
+def demo_prompts(ifeval_subset, tmp_path_factory):
+    """The first 6 IFEval prompts: two batches of 3."""
+    path = tmp_path_factory.mktemp("demo_data") / "prompts6.jsonl"
+    path.write_text("".join(ifeval_subset.read_text().splitlines(keepends=True)[:6]))
+    return path
+
+
+@pytest.fixture(scope="module")
+def whole_demos(engine, tiny_dir, demo_prompts, tmp_path_factory):
+    """An uninterrupted run: (demonstrations path, summary)."""
+    out = tmp_path_factory.mktemp("demos") / "whole.jsonl"
+    return out, generate_demos(demo_config(tiny_dir, demo_prompts, out), engine=engine)
+
+
+def test_demos_resume_after_a_crash_equals_an_uninterrupted_run(engine, tiny_dir, demo_prompts, whole_demos,
+                                                                tmp_path):
+    whole, summary = whole_demos
+    assert summary["generated"] == summary["kept"] == 6 and summary["samples"] == 6
     records = read_demonstrations(whole)  # the documented schema validates every record
-    keys = [str(p.key) for p in read_rl_prompts(ifeval_subset)]
+    keys = [str(p.key) for p in read_rl_prompts(demo_prompts)]
     assert [d.id for d in records] == keys
+    assert [d.prompt for d in records] == [p.prompt for p in read_rl_prompts(demo_prompts)]
 
     resumed = tmp_path / "resumed.jsonl"
     with pytest.raises(KeyboardInterrupt):
-        generate_demos(demo_config(tiny_dir, ifeval_subset, resumed), engine=InterruptAfter(engine, 1))
+        generate_demos(demo_config(tiny_dir, demo_prompts, resumed), engine=InterruptAfter(engine, 1))
     assert [r["id"] for r in read_lines(resumed)] == keys[:3]  # the first batch was made durable
     with resumed.open("a", encoding="utf-8") as f:  # a write cut short by the crash
         f.write('{"prompt": "Write a 300+ word summ')
-    summary = generate_demos(demo_config(tiny_dir, ifeval_subset, resumed), engine=engine)
-    assert summary["already_done"] == 3 and summary["generated"] == 7
+    summary = generate_demos(demo_config(tiny_dir, demo_prompts, resumed), engine=engine)
+    assert summary["already_done"] == 3 and summary["generated"] == 3
+    # sampled at temperature 1 with positional seeds: the resumed file is the uninterrupted one
     assert resumed.read_text() == whole.read_text()
     assert [r["id"] for r in read_lines(attempts_path(resumed))] == keys
 
 
-def test_demos_limit_then_rest_then_nothing_left(engine, tiny_dir, ifeval_subset, tmp_path):
+def test_demos_limit_then_rest_then_nothing_left(engine, tiny_dir, demo_prompts, tmp_path):
     out = tmp_path / "demos.jsonl"
-    first = generate_demos(demo_config(tiny_dir, ifeval_subset, out, limit=4), engine=engine)
-    assert first["generated"] == 4 and first["total_demonstrations"] == 4
-    rest = generate_demos(demo_config(tiny_dir, ifeval_subset, out), engine=engine)
-    assert rest["already_done"] == 4 and rest["generated"] == 6 and rest["total_demonstrations"] == 10
+    first = generate_demos(demo_config(tiny_dir, demo_prompts, out, limit=2), engine=engine)
+    assert first["generated"] == 2 and first["total_demonstrations"] == 2
+    rest = generate_demos(demo_config(tiny_dir, demo_prompts, out), engine=engine)
+    assert rest["already_done"] == 2 and rest["generated"] == 4 and rest["total_demonstrations"] == 6
     ids = [d.id for d in read_demonstrations(out)]
-    assert len(ids) == len(set(ids)) == 10
+    assert len(ids) == len(set(ids)) == 6
     # Nothing pending: no engine is needed (none given; starting one here would fail, as the
     # module engine is live).
-    again = generate_demos(demo_config(tiny_dir, ifeval_subset, out))
-    assert again["generated"] == 0 and again["already_done"] == 10
-    assert len(read_demonstrations(out)) == 10
+    again = generate_demos(demo_config(tiny_dir, demo_prompts, out))
+    assert again["generated"] == 0 and again["already_done"] == 6
+    assert len(read_demonstrations(out)) == 6
 
 
 def test_demos_filter_keeps_the_first_passing_sample(engine, tiny_dir, tmp_path):
@@ -249,11 +268,11 @@ def test_demos_filter_keeps_the_first_passing_sample(engine, tiny_dir, tmp_path)
 
 # ---- analyze on the tools' outputs --------------------------------------------------------------
 
-def test_analyze_compares_eval_responses_with_demonstrations(engine, hf_eval, tiny_dir, ifeval_subset, tmp_path):
+def test_analyze_compares_eval_responses_with_demonstrations(hf_eval, whole_demos, tiny_dir, tmp_path):
+    """Policy: eval's responses.jsonl; expert: generate_demos' output; both files as written."""
     from megatron_uniapl.eval.analyze import AnalyzeConfig, analyze
 
-    demos = tmp_path / "expert.jsonl"
-    generate_demos(demo_config(tiny_dir, ifeval_subset, demos), engine=engine)
+    demos, _ = whole_demos
     out, _ = hf_eval
     report = analyze(AnalyzeConfig(out / "responses.jsonl", demos, tmp_path / "analysis", model=tiny_dir))
     assert report["num_prompts"] == EVAL_LIMIT  # the prompts both files share

@@ -71,15 +71,21 @@ def test_choose_keeps_first_acceptable_sample(tmp_path):
     samples = [_gen("a, b"), _gen("no commas here", "length"), _gen("clean one"), _gen("clean two")]
     cfg = DemoConfig(Path("t"), Path("p"), Path("o"), filter="strict")
     chosen, counts = choose(prompt, samples, cfg)
-    assert chosen is samples[2]  # [1] passes but was truncated
+    assert chosen == "clean one"  # [1] passes but was truncated
     assert counts == {"samples": 4, "passing": 3, "truncated": 1, "kept": True}
     cfg.keep_truncated = True
-    assert choose(prompt, samples, cfg)[0] is samples[1]
+    assert choose(prompt, samples, cfg)[0] == "no commas here"
     cfg.filter = None
-    assert choose(prompt, samples, cfg)[0] is samples[0]
+    assert choose(prompt, samples, cfg)[0] == "a, b"
     cfg.filter = "strict"
     chosen, counts = choose(prompt, [_gen("x, y"), _gen("")], cfg)
     assert chosen is None and counts == {"samples": 2, "passing": 0, "truncated": 0, "kept": False}
+    # a reasoning block is removed before the check: its comma does not count, and it is not kept
+    chosen, counts = choose(prompt, [_gen("<think>\nhm, well\n</think>\n\nclean answer")], cfg)
+    assert chosen == "clean answer" and counts["passing"] == 1
+    # only a think block and nothing after it: blank, never kept even without a filter
+    cfg.filter = None
+    assert choose(prompt, [_gen("<think>a</think>\n")], cfg)[0] is None
 
 
 class RecordingEngine:

@@ -17,7 +17,8 @@ demonstration). A restart skips every key present in either file; see `demo_log`
 interrupted write is recovered. With `--filter`, a sample is kept only if it satisfies all of its
 prompt's constraints (strict or loose verdicts, the same checkers that reward RL); with `--n`
 samples per prompt the first passing one is kept. Samples cut off at `max_tokens` are rejected
-unless `--keep-truncated`; blank samples are never kept.
+unless `--keep-truncated`; blank samples are never kept, and a leading `<think>` block (a
+teacher that reasons regardless of the template) is removed before checking and writing.
 """
 
 from __future__ import annotations
@@ -114,17 +115,27 @@ def read_prompts(path: Path, limit: int | None) -> list[tuple[str, RLPrompt]]:
     return out
 
 
-def choose(prompt: RLPrompt, samples: list[Generation], config: DemoConfig) -> tuple[Generation | None, dict]:
-    """The first acceptable sample (or None) and the prompt's counts."""
+def response_text(generation: Generation) -> str:
+    """The teacher's answer without a reasoning block: students are trained with thinking off,
+    so a teacher that thinks anyway contributes only what follows its `</think>`."""
+    text = generation.text
+    if text.lstrip().startswith("<think>") and "</think>" in text:
+        text = text.split("</think>", 1)[1].lstrip("\n")
+    return text
+
+
+def choose(prompt: RLPrompt, samples: list[Generation], config: DemoConfig) -> tuple[str | None, dict]:
+    """The first acceptable sample's response text (or None) and the prompt's counts."""
     truncated = sum(g.finish_reason == "length" for g in samples)
     passing, chosen = 0, None
     for generation in samples:
+        text = response_text(generation)
         finished = config.keep_truncated or generation.finish_reason != "length"
-        ok = config.filter is None or score(prompt, generation.text, RewardMode(config.filter)) == 1.0
+        ok = config.filter is None or score(prompt, text, RewardMode(config.filter)) == 1.0
         passing += ok
         # A blank response is no demonstration (the schema rejects it), whatever its verdicts.
-        if ok and finished and generation.text.strip() and chosen is None:
-            chosen = generation
+        if ok and finished and text.strip() and chosen is None:
+            chosen = text
     return chosen, {"samples": len(samples), "passing": passing, "truncated": truncated,
                     "kept": chosen is not None}
 
@@ -179,7 +190,7 @@ def _run(engine, prompts, prompt_ids, done, config: DemoConfig, log_path: Path, 
                 key, prompt = prompts[index]
                 chosen, counts = choose(prompt, generations, config)
                 if chosen is not None:
-                    demo_records.append({"prompt": prompt.prompt, "response": chosen.text, "id": key})
+                    demo_records.append({"prompt": prompt.prompt, "response": chosen, "id": key})
                 attempt_records.append({"id": key, **counts})
                 summary["generated"] += 1
                 summary["kept" if chosen is not None else "rejected"] += 1
