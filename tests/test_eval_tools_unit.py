@@ -39,6 +39,13 @@ def test_partial_last_line_is_dropped_and_complete_lines_kept(tmp_path):
 def test_read_keys_rejects_missing_and_repeated_keys(tmp_path):
     ok = write_lines(tmp_path / "ok.jsonl", [{"id": "1"}, {"id": "b"}])
     assert list(demo_log.read_keys(ok, "id")) == ["1", "b"]
+    with ok.open("a") as f:  # another rank may read while the writer cuts a partial line off
+        f.write('{"id": "c", "resp')
+    assert list(demo_log.read_keys(ok, "id")) == ["1", "b"]
+    broken = tmp_path / "broken.jsonl"
+    broken.write_text('{"id": "1"}\n{"id": \n{"id": "2"}\n')
+    with pytest.raises(DataError, match=r"broken.jsonl:2: invalid JSON"):
+        demo_log.read_keys(broken, "id")
     repeated = write_lines(tmp_path / "rep.jsonl", [{"id": "1"}, {"id": "1"}])
     with pytest.raises(DataError, match=r"rep.jsonl:2: id: '1' appears twice"):
         demo_log.read_keys(repeated, "id")

@@ -146,10 +146,10 @@ def generate_demos(config: DemoConfig, engine=None) -> dict:
     config.validate()
     prompts = read_prompts(config.prompts, config.limit)
     log_path = attempts_path(config.out)
+    gen.join_world(config.serve)
     if gen.is_writer():
         for path in (config.out, log_path):
             demo_log.drop_partial_last_line(path)
-    gen.barrier()
     done = set(demo_log.read_keys(config.out, "id")) | set(demo_log.read_keys(log_path, "id"))
     pending = [i for i, (key, _) in enumerate(prompts) if key not in done]
     summary = {"prompts": len(prompts), "already_done": len(prompts) - len(pending), "generated": 0,

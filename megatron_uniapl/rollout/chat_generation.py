@@ -77,8 +77,9 @@ def engine_config(model_dir: str | Path, options: ServeOptions, on_cpu: bool) ->
     )
 
 
-def _check_world(options: ServeOptions) -> None:
-    """Tensor parallelism needs a torchrun world of exactly that size; join it now."""
+def join_world(options: ServeOptions) -> None:
+    """Tensor parallelism needs a torchrun world of exactly that size: check it and join it
+    (vLLM's `external_launcher` then builds its groups inside it). No-op at TP 1."""
     tp = options.tensor_parallel_size
     if tp == 1:
         return
@@ -89,21 +90,18 @@ def _check_world(options: ServeOptions) -> None:
     import torch
     import torch.distributed as dist
 
-    if not dist.is_initialized():
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    if dist.is_initialized():
+        return
+    if torch.cuda.is_available():
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+        dist.init_process_group("nccl")
+    else:
+        dist.init_process_group("gloo")
 
 
 def is_writer() -> bool:
     """Whether this process writes outputs: rank 0, or the only process."""
     return int(os.environ.get("RANK", "0")) == 0
-
-
-def barrier() -> None:
-    """Wait for all ranks (no-op without a process group)."""
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized():
-        dist.barrier()
 
 
 def start_engine(model_dir: str | Path, options: ServeOptions):
@@ -112,7 +110,7 @@ def start_engine(model_dir: str | Path, options: ServeOptions):
     if not (model_dir / "config.json").is_file():
         raise ServeError(f"{model_dir}: no config.json (expected a Hugging Face model directory or a "
                          "Megatron checkpoint directory with uniapl_model.json)")
-    _check_world(options)
+    join_world(options)
     from vllm.platforms import current_platform
 
     from megatron_uniapl.rollout.vllm_config import UnservableModelError
