@@ -53,8 +53,12 @@ def engine(tiny_dir):
     from megatron_uniapl.rollout.vllm_config import VLLMEngineConfig
     from megatron_uniapl.rollout.vllm_engine import VLLMEngine
 
-    eng = VLLMEngine(tiny_dir, VLLMEngineConfig(dtype="float32", kv_cache_memory_bytes=64 << 20,
-                                                max_model_len=512, enforce_eager=True))
+    eng = VLLMEngine(
+        tiny_dir,
+        VLLMEngineConfig(
+            dtype="float32", kv_cache_memory_bytes=64 << 20, max_model_len=512, enforce_eager=True
+        ),
+    )
     yield eng
     eng.shutdown()
 
@@ -72,8 +76,15 @@ def ifeval_subset(tmp_path_factory):
 def hf_eval(engine, tiny_dir, ifeval_subset, tmp_path_factory):
     """One in-process evaluation of the Hugging Face directory: (out_dir, returned results)."""
     out = tmp_path_factory.mktemp("eval_hf")
-    config = EvalConfig(tiny_dir, ifeval_subset, out, limit=EVAL_LIMIT, batch_size=4, progress=False,
-                        sampling=SamplingConfig(temperature=0.0, max_tokens=EVAL_TOKENS))
+    config = EvalConfig(
+        tiny_dir,
+        ifeval_subset,
+        out,
+        limit=EVAL_LIMIT,
+        batch_size=4,
+        progress=False,
+        sampling=SamplingConfig(temperature=0.0, max_tokens=EVAL_TOKENS),
+    )
     return out, run_eval(config, engine=engine)
 
 
@@ -91,23 +102,45 @@ def read_lines(path: Path) -> list[dict]:
 
 # ---- eval ---------------------------------------------------------------------------------------
 
+
 def test_eval_accuracies_equal_ifeval_scoring_of_the_written_responses(hf_eval, ifeval_subset, tmp_path):
     out, results = hf_eval
     assert json.loads((out / "results.json").read_text()) == json.loads(json.dumps(results))
     limited = tmp_path / "limited.jsonl"
     limited.write_text("".join(ifeval_subset.read_text().splitlines(keepends=True)[:EVAL_LIMIT]))
-    assert ifeval.main(["--prompts", str(limited), "--responses", str(out / "responses.jsonl"),
-                        "--out", str(tmp_path / "independent.json")]) == 0
+    assert (
+        ifeval.main(
+            [
+                "--prompts",
+                str(limited),
+                "--responses",
+                str(out / "responses.jsonl"),
+                "--out",
+                str(tmp_path / "independent.json"),
+            ]
+        )
+        == 0
+    )
     independent = json.loads((tmp_path / "independent.json").read_text())
-    for name in ("num_prompts", "num_instructions", "prompt_strict", "prompt_loose",
-                 "instruction_strict", "instruction_loose", "per_type"):
+    for name in (
+        "num_prompts",
+        "num_instructions",
+        "prompt_strict",
+        "prompt_loose",
+        "instruction_strict",
+        "instruction_loose",
+        "per_type",
+    ):
         assert results[name] == independent[name], name
     assert results["num_prompts"] == EVAL_LIMIT and results["model_format"] == "hf"
     # the random tiny model follows some constraints (no commas) and not others: not all-or-nothing
     assert 0 < results["instruction_strict"] < 1
     assert sum(results["finish_reasons"].values()) == EVAL_LIMIT
     markdown = (out / "results.md").read_text()
-    assert f"| prompt-level | {100 * results['prompt_strict']:.2f} | {100 * results['prompt_loose']:.2f} |" in markdown
+    assert (
+        f"| prompt-level | {100 * results['prompt_strict']:.2f} | {100 * results['prompt_loose']:.2f} |"
+        in markdown
+    )
     for name, row in results["per_type"].items():
         assert f"| {name} | {row['count']} |" in markdown
 
@@ -117,7 +150,9 @@ def test_eval_responses_are_greedy_replies_to_the_templated_prompts(engine, hf_e
     prompts = [p.prompt for p in read_rl_prompts(ifeval_subset)[:EVAL_LIMIT]]
     written = read_lines(out / "responses.jsonl")
     assert [r["prompt"] for r in written] == prompts
-    expected = engine.generate(templated(tiny_dir, prompts), SamplingConfig(temperature=0.0, max_tokens=EVAL_TOKENS))
+    expected = engine.generate(
+        templated(tiny_dir, prompts), SamplingConfig(temperature=0.0, max_tokens=EVAL_TOKENS)
+    )
     assert [r["response"] for r in written] == [g.text for g in expected]
     assert [p["num_tokens"] for p in results["per_prompt"]] == [len(g.token_ids) for g in expected]
 
@@ -126,23 +161,64 @@ def test_eval_of_a_megatron_checkpoint_reproduces_the_hf_run(hf_eval, tiny_dir, 
     """The CLI on a Megatron checkpoint (converted from the same weights) in its own process."""
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     mcore = tmp_path / "mcore"
-    convert = subprocess.run([sys.executable, str(ROOT / "tools" / "convert_hf.py"), "import",
-                              "--hf-dir", str(tiny_dir), "--out-dir", str(mcore)],
-                             env=env, capture_output=True, text=True, timeout=300)
+    convert = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "tools" / "convert_hf.py"),
+            "import",
+            "--hf-dir",
+            str(tiny_dir),
+            "--out-dir",
+            str(mcore),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert convert.returncode == 0, convert.stderr[-2000:]
     out = tmp_path / "eval_mcore"
-    proc = subprocess.run([sys.executable, str(ROOT / "tools" / "eval.py"), "--model", str(mcore),
-                           "--eval-file", str(ifeval_subset), "--out", str(out), "--limit", str(EVAL_LIMIT),
-                           "--max-tokens", str(EVAL_TOKENS), "--batch-size", "4", "--no-progress",
-                           "--kv-cache-gib", "0.0625", "--dtype", "float32"],
-                          env=env, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "tools" / "eval.py"),
+            "--model",
+            str(mcore),
+            "--eval-file",
+            str(ifeval_subset),
+            "--out",
+            str(out),
+            "--limit",
+            str(EVAL_LIMIT),
+            "--max-tokens",
+            str(EVAL_TOKENS),
+            "--batch-size",
+            "4",
+            "--no-progress",
+            "--kv-cache-gib",
+            "0.0625",
+            "--dtype",
+            "float32",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     assert "prompt-level" in proc.stdout
     hf_out, hf_results = hf_eval
     results = json.loads((out / "results.json").read_text())
     assert results["model_format"] == "megatron"
-    for name in ("prompt_strict", "prompt_loose", "instruction_strict", "instruction_loose", "per_type",
-                 "per_prompt", "finish_reasons"):
+    for name in (
+        "prompt_strict",
+        "prompt_loose",
+        "instruction_strict",
+        "instruction_loose",
+        "per_type",
+        "per_prompt",
+        "finish_reasons",
+    ):
         assert results[name] == json.loads(json.dumps(hf_results[name])), name
     assert (out / "responses.jsonl").read_text() == (hf_out / "responses.jsonl").read_text()
 
@@ -151,17 +227,35 @@ def test_unservable_model_is_refused_before_generation(ifeval_subset, tmp_path, 
     from megatron_uniapl.eval.run import main
 
     small_heads = create_tiny_qwen3(tmp_path / "hd16", seed=0, head_dim=16)
-    assert main(["--model", str(small_heads), "--eval-file", str(ifeval_subset), "--out", str(tmp_path / "o"),
-                 "--limit", "2"]) == 2
+    assert (
+        main(
+            [
+                "--model",
+                str(small_heads),
+                "--eval-file",
+                str(ifeval_subset),
+                "--out",
+                str(tmp_path / "o"),
+                "--limit",
+                "2",
+            ]
+        )
+        == 2
+    )
     assert "'head_dim' is 16" in capsys.readouterr().out
     assert not (tmp_path / "o").exists()
 
 
 # ---- demonstrations -----------------------------------------------------------------------------
 
+
 def demo_config(tiny_dir, prompts: Path, out: Path, **overrides) -> DemoConfig:
-    fields = dict(sampling=SamplingConfig(temperature=1.0, max_tokens=MAX_TOKENS, seed=5), batch_size=3,
-                  keep_truncated=True, progress=False)
+    fields = dict(
+        sampling=SamplingConfig(temperature=1.0, max_tokens=MAX_TOKENS, seed=5),
+        batch_size=3,
+        keep_truncated=True,
+        progress=False,
+    )
     fields.update(overrides)
     return DemoConfig(tiny_dir, prompts, out, **fields)
 
@@ -194,8 +288,9 @@ def whole_demos(engine, tiny_dir, demo_prompts, tmp_path_factory):
     return out, generate_demos(demo_config(tiny_dir, demo_prompts, out), engine=engine)
 
 
-def test_demos_resume_after_a_crash_equals_an_uninterrupted_run(engine, tiny_dir, demo_prompts, whole_demos,
-                                                                tmp_path):
+def test_demos_resume_after_a_crash_equals_an_uninterrupted_run(
+    engine, tiny_dir, demo_prompts, whole_demos, tmp_path
+):
     whole, summary = whole_demos
     assert summary["generated"] == summary["kept"] == 6 and summary["samples"] == 6
     records = read_demonstrations(whole)  # the documented schema validates every record
@@ -234,22 +329,36 @@ def test_demos_limit_then_rest_then_nothing_left(engine, tiny_dir, demo_prompts,
 def test_demos_filter_keeps_the_first_passing_sample(engine, tiny_dir, tmp_path):
     """Word-count constraints that the tiny model's 12-token samples meet sometimes."""
     prompts = tmp_path / "prompts.jsonl"
-    rows = [{"key": f"p{i}", "prompt": f"Describe item {i}.", "instruction_id_list": ["length_constraints:number_words"],
-             "kwargs": [{"relation": "less than", "num_words": 6}]} for i in range(6)]
+    rows = [
+        {
+            "key": f"p{i}",
+            "prompt": f"Describe item {i}.",
+            "instruction_id_list": ["length_constraints:number_words"],
+            "kwargs": [{"relation": "less than", "num_words": 6}],
+        }
+        for i in range(6)
+    ]
     prompts.write_text("".join(json.dumps(r) + "\n" for r in rows))
     n, seed, batch = 4, 11, 3
     out = tmp_path / "filtered.jsonl"
-    config = demo_config(tiny_dir, prompts, out, filter="strict",
-                         sampling=SamplingConfig(n=n, temperature=1.0, max_tokens=MAX_TOKENS, seed=seed))
+    config = demo_config(
+        tiny_dir,
+        prompts,
+        out,
+        filter="strict",
+        sampling=SamplingConfig(n=n, temperature=1.0, max_tokens=MAX_TOKENS, seed=seed),
+    )
     summary = generate_demos(config, engine=engine)
 
     parsed = read_rl_prompts(prompts)
     ids = templated(tiny_dir, [p.prompt for p in parsed])
     expected, first_failed = {}, 0
     for start in range(0, len(ids), batch):
-        generations = engine.generate(ids[start:start + batch], SamplingConfig(
-            n=n, temperature=1.0, max_tokens=MAX_TOKENS, seed=seed + start))
-        for offset, prompt in enumerate(parsed[start:start + batch]):
+        generations = engine.generate(
+            ids[start : start + batch],
+            SamplingConfig(n=n, temperature=1.0, max_tokens=MAX_TOKENS, seed=seed + start),
+        )
+        for offset, prompt in enumerate(parsed[start : start + batch]):
             texts = [g.text for g in generations if g.prompt_index == offset]
             verdicts = [score(prompt, t, "strict") == 1.0 for t in texts]
             expected[prompt.key] = (texts[verdicts.index(True)] if any(verdicts) else None, sum(verdicts))
@@ -267,6 +376,7 @@ def test_demos_filter_keeps_the_first_passing_sample(engine, tiny_dir, tmp_path)
 
 
 # ---- analyze on the tools' outputs --------------------------------------------------------------
+
 
 def test_analyze_compares_eval_responses_with_demonstrations(hf_eval, whole_demos, tiny_dir, tmp_path):
     """Policy: eval's responses.jsonl; expert: generate_demos' output; both files as written."""

@@ -70,8 +70,10 @@ def read_keys(path: Path, field: str) -> dict[str, dict[str, Any]]:
             raise DataError(f"{where}: invalid JSON: {e.msg} at column {e.colno}") from None
         key = record.get(field) if isinstance(record, dict) else None
         if not isinstance(key, str):
-            raise DataError(f"{where}: {field}: missing or not a string; was this file written by "
-                            "generate_demos? (it resumes by these keys)")
+            raise DataError(
+                f"{where}: {field}: missing or not a string; was this file written by "
+                "generate_demos? (it resumes by these keys)"
+            )
         if key in records:
             raise DataError(f"{where}: {field}: {key!r} appears twice")
         records[key] = record
