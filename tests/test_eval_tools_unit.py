@@ -161,6 +161,9 @@ def test_eval_input_errors_are_clear(tmp_path, capsys):
     ):
         assert eval_run.main(["--eval-file", str(good_eval), "--out", "o", "--model", str(where)]) == 2
         assert expected in capsys.readouterr().out
+    (model / "config.json").write_text("{}")
+    assert eval_run.main(["--eval-file", str(good_eval), "--out", "o", "--model", str(model)]) == 2
+    assert f"{model}: no tokenizer files" in capsys.readouterr().out
     assert (
         eval_run.main(["--eval-file", str(good_eval), "--out", "o", "--model", str(model), "--limit", "0"])
         == 2

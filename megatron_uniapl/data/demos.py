@@ -299,3 +299,7 @@ def main(argv: list[str] | None = None) -> int:
         print(" ".join(f"{name}={value}" for name, value in summary.items()))
         print(f"demonstrations: {args.out}; attempts: {attempts_path(args.out)}")
     return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -69,16 +69,28 @@ def export_megatron(mcore_dir: Path, out_dir: Path) -> None:
         )
 
 
+def _check_tokenizer(model_dir: Path, source: Path) -> None:
+    from megatron_uniapl.tokenizer import has_tokenizer
+
+    if not has_tokenizer(model_dir):
+        raise ServeError(
+            f"{source}: no tokenizer files (tokenizer.json); vLLM and the chat template need "
+            "them (a Megatron checkpoint carries them when imported from a directory that has them)"
+        )
+
+
 @contextlib.contextmanager
 def servable_model_dir(path: str | Path) -> Iterator[tuple[Path, str]]:
     """`(hf_dir, format)`: the directory itself for HF, a temporary export for Megatron (removed
-    on exit)."""
+    on exit). The directory is checked to hold tokenizer files."""
     path = Path(path)
     fmt = model_format(path)
     if fmt == "hf":
+        _check_tokenizer(path, path)
         yield path, fmt
         return
     with tempfile.TemporaryDirectory(prefix="uniapl_export_") as tmp:
         out = Path(tmp) / "hf"
         export_megatron(path, out)
+        _check_tokenizer(out, path)
         yield out, fmt

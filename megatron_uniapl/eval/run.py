@@ -234,3 +234,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         print(f"wrote {args.out / 'results.json'}, results.md, responses.jsonl")
     return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
