@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from megatron_uniapl.data import demo_log
-from megatron_uniapl.data.demos import DemoConfig, choose, prompt_key, read_prompts
+from megatron_uniapl.data.demos import DemoConfig, choose, read_prompts
 from megatron_uniapl.data.jsonl import DataError
 from megatron_uniapl.data.schemas import parse_rl_prompt
 from megatron_uniapl.eval import run as eval_run
@@ -39,6 +39,13 @@ def test_partial_last_line_is_dropped_and_complete_lines_kept(tmp_path):
 def test_read_keys_rejects_missing_and_repeated_keys(tmp_path):
     ok = write_lines(tmp_path / "ok.jsonl", [{"id": "1"}, {"id": "b"}])
     assert list(demo_log.read_keys(ok, "id")) == ["1", "b"]
+    with ok.open("a") as f:  # another rank may read while the writer cuts a partial line off
+        f.write('{"id": "c", "resp')
+    assert list(demo_log.read_keys(ok, "id")) == ["1", "b"]
+    broken = tmp_path / "broken.jsonl"
+    broken.write_text('{"id": "1"}\n{"id": \n{"id": "2"}\n')
+    with pytest.raises(DataError, match=r"broken.jsonl:2: invalid JSON"):
+        demo_log.read_keys(broken, "id")
     repeated = write_lines(tmp_path / "rep.jsonl", [{"id": "1"}, {"id": "1"}])
     with pytest.raises(DataError, match=r"rep.jsonl:2: id: '1' appears twice"):
         demo_log.read_keys(repeated, "id")
@@ -71,15 +78,21 @@ def test_choose_keeps_first_acceptable_sample(tmp_path):
     samples = [_gen("a, b"), _gen("no commas here", "length"), _gen("clean one"), _gen("clean two")]
     cfg = DemoConfig(Path("t"), Path("p"), Path("o"), filter="strict")
     chosen, counts = choose(prompt, samples, cfg)
-    assert chosen is samples[2]  # [1] passes but was truncated
+    assert chosen == "clean one"  # [1] passes but was truncated
     assert counts == {"samples": 4, "passing": 3, "truncated": 1, "kept": True}
     cfg.keep_truncated = True
-    assert choose(prompt, samples, cfg)[0] is samples[1]
+    assert choose(prompt, samples, cfg)[0] == "no commas here"
     cfg.filter = None
-    assert choose(prompt, samples, cfg)[0] is samples[0]
+    assert choose(prompt, samples, cfg)[0] == "a, b"
     cfg.filter = "strict"
     chosen, counts = choose(prompt, [_gen("x, y"), _gen("")], cfg)
     assert chosen is None and counts == {"samples": 2, "passing": 0, "truncated": 0, "kept": False}
+    # a reasoning block is removed before the check: its comma does not count, and it is not kept
+    chosen, counts = choose(prompt, [_gen("<think>\nhm, well\n</think>\n\nclean answer")], cfg)
+    assert chosen == "clean answer" and counts["passing"] == 1
+    # only a think block and nothing after it: blank, never kept even without a filter
+    cfg.filter = None
+    assert choose(prompt, [_gen("<think>a</think>\n")], cfg)[0] is None
 
 
 class RecordingEngine:
@@ -90,15 +103,26 @@ class RecordingEngine:
 
     def generate(self, prompt_ids, sampling):
         self.calls.append(([ids[0] for ids in prompt_ids], sampling.seed, sampling.n))
-        return [Generation(i, [9], [-1.0], f"{ids[0]}/{k}", "stop")
-                for i, ids in enumerate(prompt_ids) for k in range(sampling.n)]
+        return [
+            Generation(i, [9], [-1.0], f"{ids[0]}/{k}", "stop")
+            for i, ids in enumerate(prompt_ids)
+            for k in range(sampling.n)
+        ]
 
 
 def test_batches_are_fixed_slices_with_positional_seeds():
     engine = RecordingEngine()
     prompts = [[100 + i] for i in range(7)]
-    out = list(generate_in_batches(engine, prompts, SamplingConfig(n=2, seed=10), batch_size=3,
-                                   skip=lambda i: i in (1, 3, 4, 5), progress=False))
+    out = list(
+        generate_in_batches(
+            engine,
+            prompts,
+            SamplingConfig(n=2, seed=10),
+            batch_size=3,
+            skip=lambda i: i in (1, 3, 4, 5),
+            progress=False,
+        )
+    )
     # batch [0,3) without 1; batch [3,6) fully skipped (no call); batch [6,7)
     assert engine.calls == [([100, 102], 10, 2), ([106], 16, 2)]
     assert [indices for indices, _ in out] == [[0, 2], [6]]
@@ -115,33 +139,54 @@ def test_eval_input_errors_are_clear(tmp_path, capsys):
     model = tmp_path / "model"
     model.mkdir()
     bad_eval = tmp_path / "bad.jsonl"
-    bad_eval.write_text(json.dumps({"key": 1, "prompt": "p", "instruction_id_list": ["punctuation:no_comma"],
-                                    "kwargs": [{}]}) + "\n{not json\n", encoding="utf-8")
+    bad_eval.write_text(
+        json.dumps({"key": 1, "prompt": "p", "instruction_id_list": ["punctuation:no_comma"], "kwargs": [{}]})
+        + "\n{not json\n",
+        encoding="utf-8",
+    )
     args = ["--eval-file", str(bad_eval), "--out", str(tmp_path / "o"), "--model", str(model)]
     assert eval_run.main(args) == 2
     assert f"{bad_eval}:2: invalid JSON" in capsys.readouterr().out
-    assert eval_run.main(["--eval-file", str(tmp_path / "none.jsonl"), "--out", "o", "--model", str(model)]) == 2
+    assert (
+        eval_run.main(["--eval-file", str(tmp_path / "none.jsonl"), "--out", "o", "--model", str(model)]) == 2
+    )
     assert "none.jsonl: no such file" in capsys.readouterr().out
-    good_eval = write_lines(tmp_path / "good.jsonl", [{"key": 1, "prompt": "p", "instruction_id_list":
-                                                       ["punctuation:no_comma"], "kwargs": [{}]}])
-    for where, expected in ((tmp_path / "absent", "no such model directory"),
-                            (model, "neither config.json (Hugging Face) nor uniapl_model.json")):
+    good_eval = write_lines(
+        tmp_path / "good.jsonl",
+        [{"key": 1, "prompt": "p", "instruction_id_list": ["punctuation:no_comma"], "kwargs": [{}]}],
+    )
+    for where, expected in (
+        (tmp_path / "absent", "no such model directory"),
+        (model, "neither config.json (Hugging Face) nor uniapl_model.json"),
+    ):
         assert eval_run.main(["--eval-file", str(good_eval), "--out", "o", "--model", str(where)]) == 2
         assert expected in capsys.readouterr().out
-    assert eval_run.main(["--eval-file", str(good_eval), "--out", "o", "--model", str(model),
-                          "--limit", "0"]) == 2
+    (model / "config.json").write_text("{}")
+    assert eval_run.main(["--eval-file", str(good_eval), "--out", "o", "--model", str(model)]) == 2
+    assert f"{model}: no tokenizer files" in capsys.readouterr().out
+    assert (
+        eval_run.main(["--eval-file", str(good_eval), "--out", "o", "--model", str(model), "--limit", "0"])
+        == 2
+    )
     assert "--limit must be >= 1" in capsys.readouterr().out
 
 
 def test_markdown_table_from_results():
-    results = {"model": "m", "eval_file": "e.jsonl", "num_prompts": 2, "num_instructions": 3,
-               "prompt_strict": 0.5, "prompt_loose": 1.0, "instruction_strict": 2 / 3,
-               "instruction_loose": 1.0, "sampling": {"temperature": 0.0, "max_tokens": 8},
-               "finish_reasons": {"stop": 2},
-               "per_type": {"punctuation:no_comma": {"count": 3, "strict": 2 / 3, "loose": 1.0}}}
+    results = {
+        "model": "m",
+        "eval_file": "e.jsonl",
+        "num_prompts": 2,
+        "num_instructions": 3,
+        "prompt_strict": 0.5,
+        "prompt_loose": 1.0,
+        "instruction_strict": 2 / 3,
+        "instruction_loose": 1.0,
+        "sampling": {"temperature": 0.0, "max_tokens": 8},
+        "finish_reasons": {"stop": 2},
+        "per_type": {"punctuation:no_comma": {"count": 3, "strict": 2 / 3, "loose": 1.0}},
+    }
     text = results_markdown(results)
     assert "| prompt-level | 50.00 | 100.00 |" in text
     assert "| instruction-level | 66.67 | 100.00 |" in text
     assert "| punctuation:no_comma | 3 | 66.67 | 100.00 |" in text
     assert "greedy, at most 8 tokens" in text
-

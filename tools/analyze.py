@@ -4,7 +4,11 @@
     python tools/analyze.py --policy policy.jsonl --expert expert.jsonl --out analysis/ \
         [--model HF_MODEL_DIR]
 
-See megatron_uniapl/eval/analyze.py.
+Both files are JSONL in the demonstration format (`prompt` or `messages`, `response`, optional
+`id`); the outputs of the other tools are accepted as written: `responses.jsonl` of
+tools/eval.py as the policy side, the `--out` file of tools/generate_demos.py as the expert side
+(an eval response that is blank is refused, as in any demonstration file). See
+megatron_uniapl/eval/analyze.py.
 """
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from megatron_uniapl.data.jsonl import DataError, iter_jsonl
+from megatron_uniapl.data.jsonl import DataError
 
 logger = logging.getLogger(__name__)
 
@@ -52,15 +52,28 @@ def drop_partial_last_line(path: Path) -> int:
 
 def read_keys(path: Path, field: str) -> dict[str, dict[str, Any]]:
     """Records of an append-only file by their `field` value (a string); DataError on a record
-    without it or with a repeated one."""
+    without it or with a repeated one.
+
+    A partial last line is ignored rather than read, so that ranks other than the writer can
+    read the file while the writer is cutting that line off."""
     records: dict[str, dict[str, Any]] = {}
     if not path.is_file():
         return records
-    for where, record in iter_jsonl(path):
-        key = record.get(field)
+    lines = path.read_text(encoding="utf-8").split("\n")
+    for number, line in enumerate(lines[:-1], start=1):  # lines[-1]: after the last newline
+        if not line.strip():
+            continue
+        where = f"{path}:{number}"
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise DataError(f"{where}: invalid JSON: {e.msg} at column {e.colno}") from None
+        key = record.get(field) if isinstance(record, dict) else None
         if not isinstance(key, str):
-            raise DataError(f"{where}: {field}: missing or not a string; was this file written by "
-                            "generate_demos? (it resumes by these keys)")
+            raise DataError(
+                f"{where}: {field}: missing or not a string; was this file written by "
+                "generate_demos? (it resumes by these keys)"
+            )
         if key in records:
             raise DataError(f"{where}: {field}: {key!r} appears twice")
         records[key] = record

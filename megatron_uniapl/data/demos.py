@@ -17,7 +17,8 @@ demonstration). A restart skips every key present in either file; see `demo_log`
 interrupted write is recovered. With `--filter`, a sample is kept only if it satisfies all of its
 prompt's constraints (strict or loose verdicts, the same checkers that reward RL); with `--n`
 samples per prompt the first passing one is kept. Samples cut off at `max_tokens` are rejected
-unless `--keep-truncated`; blank samples are never kept.
+unless `--keep-truncated`; blank samples are never kept, and a leading `<think>` block (a
+teacher that reasons regardless of the template) is removed before checking and writing.
 """
 
 from __future__ import annotations
@@ -53,8 +54,9 @@ class DemoConfig:
     filter: str | None = None
     """None: keep every finished sample; "strict"/"loose": keep only samples that satisfy all
     of the prompt's constraints under that verdict."""
-    sampling: SamplingConfig = field(default_factory=lambda: SamplingConfig(
-        temperature=0.7, top_p=0.8, max_tokens=2048, seed=0))
+    sampling: SamplingConfig = field(
+        default_factory=lambda: SamplingConfig(temperature=0.7, top_p=0.8, max_tokens=2048, seed=0)
+    )
     """Teacher decoding; `n` samples per prompt, the first acceptable one is kept."""
     keep_truncated: bool = False
     """Accept samples that hit `max_tokens` (finish reason "length"); off: they are rejected."""
@@ -71,8 +73,9 @@ class DemoConfig:
         if self.filter not in (None, *FILTERS):
             raise ValueError(f"filter must be one of {FILTERS} or None, got {self.filter!r}")
         if self.sampling.n > 1 and self.filter is None and not self.keep_truncated:
-            logger.info("n=%d without a filter: the first finished sample of each prompt is kept",
-                        self.sampling.n)
+            logger.info(
+                "n=%d without a filter: the first finished sample of each prompt is kept", self.sampling.n
+            )
         if self.limit is not None and self.limit < 1:
             raise ValueError(f"limit must be >= 1, got {self.limit}")
 
@@ -114,19 +117,33 @@ def read_prompts(path: Path, limit: int | None) -> list[tuple[str, RLPrompt]]:
     return out
 
 
-def choose(prompt: RLPrompt, samples: list[Generation], config: DemoConfig) -> tuple[Generation | None, dict]:
-    """The first acceptable sample (or None) and the prompt's counts."""
+def response_text(generation: Generation) -> str:
+    """The teacher's answer without a reasoning block: students are trained with thinking off,
+    so a teacher that thinks anyway contributes only what follows its `</think>`."""
+    text = generation.text
+    if text.lstrip().startswith("<think>") and "</think>" in text:
+        text = text.split("</think>", 1)[1].lstrip("\n")
+    return text
+
+
+def choose(prompt: RLPrompt, samples: list[Generation], config: DemoConfig) -> tuple[str | None, dict]:
+    """The first acceptable sample's response text (or None) and the prompt's counts."""
     truncated = sum(g.finish_reason == "length" for g in samples)
     passing, chosen = 0, None
     for generation in samples:
+        text = response_text(generation)
         finished = config.keep_truncated or generation.finish_reason != "length"
-        ok = config.filter is None or score(prompt, generation.text, RewardMode(config.filter)) == 1.0
+        ok = config.filter is None or score(prompt, text, RewardMode(config.filter)) == 1.0
         passing += ok
         # A blank response is no demonstration (the schema rejects it), whatever its verdicts.
-        if ok and finished and generation.text.strip() and chosen is None:
-            chosen = generation
-    return chosen, {"samples": len(samples), "passing": passing, "truncated": truncated,
-                    "kept": chosen is not None}
+        if ok and finished and text.strip() and chosen is None:
+            chosen = text
+    return chosen, {
+        "samples": len(samples),
+        "passing": passing,
+        "truncated": truncated,
+        "kept": chosen is not None,
+    }
 
 
 def generate_demos(config: DemoConfig, engine=None) -> dict:
@@ -135,14 +152,22 @@ def generate_demos(config: DemoConfig, engine=None) -> dict:
     config.validate()
     prompts = read_prompts(config.prompts, config.limit)
     log_path = attempts_path(config.out)
+    gen.join_world(config.serve)
     if gen.is_writer():
         for path in (config.out, log_path):
             demo_log.drop_partial_last_line(path)
-    gen.barrier()
     done = set(demo_log.read_keys(config.out, "id")) | set(demo_log.read_keys(log_path, "id"))
     pending = [i for i, (key, _) in enumerate(prompts) if key not in done]
-    summary = {"prompts": len(prompts), "already_done": len(prompts) - len(pending), "generated": 0,
-               "kept": 0, "rejected": 0, "samples": 0, "passing_samples": 0, "truncated_samples": 0}
+    summary = {
+        "prompts": len(prompts),
+        "already_done": len(prompts) - len(pending),
+        "generated": 0,
+        "kept": 0,
+        "rejected": 0,
+        "samples": 0,
+        "passing_samples": 0,
+        "truncated_samples": 0,
+    }
     if not pending:
         logger.info("all %d prompts already have demonstrations or attempts in %s", len(prompts), config.out)
         return _finish(summary, config)
@@ -154,10 +179,20 @@ def generate_demos(config: DemoConfig, engine=None) -> dict:
         if own:
             engine = gen.start_engine(model_dir, config.serve)
         try:
-            prompt_ids = gen.encode_chats(load_tokenizer(model_dir),
-                                          [[{"role": "user", "content": p.prompt}] for _, p in prompts])
-            gen.check_lengths([prompt_ids[i] for i in pending], [repr(prompts[i][0]) for i in pending],
-                              config.sampling.max_tokens, engine.config.max_model_len)
+            # Only pending prompts are templated (a resumed large run skips most of the file).
+            encoded = gen.encode_chats(
+                load_tokenizer(model_dir),
+                [[{"role": "user", "content": prompts[i][1].prompt}] for i in pending],
+            )
+            gen.check_lengths(
+                encoded,
+                [repr(prompts[i][0]) for i in pending],
+                config.sampling.max_tokens,
+                engine.config.max_model_len,
+            )
+            prompt_ids: list[list[int]] = [[] for _ in prompts]
+            for i, ids in zip(pending, encoded):
+                prompt_ids[i] = ids
             _run(engine, prompts, prompt_ids, done, config, log_path, summary)
         finally:
             if own:
@@ -171,15 +206,20 @@ def _run(engine, prompts, prompt_ids, done, config: DemoConfig, log_path: Path, 
     attempts = demo_log.AppendLog(log_path) if writer else None
     try:
         for indices, samples in gen.generate_in_batches(
-            engine, prompt_ids, config.sampling, config.batch_size, skip=lambda i: prompts[i][0] in done,
-            progress=config.progress, desc="demos",
+            engine,
+            prompt_ids,
+            config.sampling,
+            config.batch_size,
+            skip=lambda i: prompts[i][0] in done,
+            progress=config.progress,
+            desc="demos",
         ):
             demo_records, attempt_records = [], []
             for index, generations in zip(indices, samples):
                 key, prompt = prompts[index]
                 chosen, counts = choose(prompt, generations, config)
                 if chosen is not None:
-                    demo_records.append({"prompt": prompt.prompt, "response": chosen.text, "id": key})
+                    demo_records.append({"prompt": prompt.prompt, "response": chosen, "id": key})
                 attempt_records.append({"id": key, **counts})
                 summary["generated"] += 1
                 summary["kept" if chosen is not None else "rejected"] += 1
@@ -214,8 +254,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--teacher", type=Path, required=True, help="teacher model directory")
     parser.add_argument("--prompts", type=Path, required=True, help="RL-prompt / IFEval JSONL")
     parser.add_argument("--out", type=Path, required=True, help="demonstrations JSONL (appended, resumable)")
-    parser.add_argument("--filter", choices=FILTERS, default=None,
-                        help="keep only samples that satisfy all their constraints")
+    parser.add_argument(
+        "--filter", choices=FILTERS, default=None, help="keep only samples that satisfy all their constraints"
+    )
     parser.add_argument("--n", type=int, default=1, help="samples per prompt (first acceptable is kept)")
     parser.add_argument("--max-tokens", type=int, default=2048)
     parser.add_argument("--temperature", type=float, default=0.7)
@@ -234,10 +275,21 @@ def main(argv: list[str] | None = None) -> int:
 
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    sampling = SamplingConfig(n=args.n, temperature=args.temperature, top_p=args.top_p,
-                              max_tokens=args.max_tokens, seed=args.seed)
-    config = DemoConfig(args.teacher, args.prompts, args.out, args.filter, sampling, args.keep_truncated,
-                        args.batch_size, args.limit, serve_options(args), not args.no_progress)
+    sampling = SamplingConfig(
+        n=args.n, temperature=args.temperature, top_p=args.top_p, max_tokens=args.max_tokens, seed=args.seed
+    )
+    config = DemoConfig(
+        args.teacher,
+        args.prompts,
+        args.out,
+        args.filter,
+        sampling,
+        args.keep_truncated,
+        args.batch_size,
+        args.limit,
+        serve_options(args),
+        not args.no_progress,
+    )
     try:
         summary = generate_demos(config)
     except (DataError, gen.ServeError, ValueError) as err:
@@ -247,3 +299,7 @@ def main(argv: list[str] | None = None) -> int:
         print(" ".join(f"{name}={value}" for name, value in summary.items()))
         print(f"demonstrations: {args.out}; attempts: {attempts_path(args.out)}")
     return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -76,17 +76,21 @@ def evaluate_with_engine(engine, model_dir: Path, prompts: list[EvalPrompt], con
     from megatron_uniapl.tokenizer import load_tokenizer
 
     if config.sampling.n != 1:
-        raise ValueError(f"sampling.n must be 1 for IFEval (one response per prompt), got {config.sampling.n}")
+        raise ValueError(
+            f"sampling.n must be 1 for IFEval (one response per prompt), got {config.sampling.n}"
+        )
     tokenizer = load_tokenizer(model_dir)
     prompt_ids = gen.encode_chats(tokenizer, [_chat(p) for p in prompts])
-    gen.check_lengths(prompt_ids, [repr(p.key) for p in prompts], config.sampling.max_tokens,
-                      engine.config.max_model_len)
+    gen.check_lengths(
+        prompt_ids, [repr(p.key) for p in prompts], config.sampling.max_tokens, engine.config.max_model_len
+    )
     responses: list[str] = [""] * len(prompts)
     finish: list[str] = [""] * len(prompts)
     lengths: list[int] = [0] * len(prompts)
     start = time.perf_counter()
-    for indices, samples in gen.generate_in_batches(engine, prompt_ids, config.sampling, config.batch_size,
-                                                    progress=config.progress, desc="eval"):
+    for indices, samples in gen.generate_in_batches(
+        engine, prompt_ids, config.sampling, config.batch_size, progress=config.progress, desc="eval"
+    ):
         for index, (generation,) in zip(indices, samples):
             responses[index] = generation.text
             finish[index] = generation.finish_reason
@@ -94,18 +98,27 @@ def evaluate_with_engine(engine, model_dir: Path, prompts: list[EvalPrompt], con
     seconds = time.perf_counter() - start
     report = evaluate(prompts, responses)
     per_prompt = [
-        {"key": p.key, "instruction_id_list": list(p.instruction_id_list),
-         "strict": follow_list(p.constraints, r, False), "loose": follow_list(p.constraints, r, True),
-         "finish_reason": f, "num_tokens": n}
+        {
+            "key": p.key,
+            "instruction_id_list": list(p.instruction_id_list),
+            "strict": follow_list(p.constraints, r, False),
+            "loose": follow_list(p.constraints, r, True),
+            "finish_reason": f,
+            "num_tokens": n,
+        }
         for p, r, f, n in zip(prompts, responses, finish, lengths)
     ]
     results = {
         **report.to_dict(),
-        "model": str(config.model), "eval_file": str(config.eval_file), "limit": config.limit,
-        "sampling": asdict(config.sampling), "max_model_len": engine.config.max_model_len,
+        "model": str(config.model),
+        "eval_file": str(config.eval_file),
+        "limit": config.limit,
+        "sampling": asdict(config.sampling),
+        "max_model_len": engine.config.max_model_len,
         "finish_reasons": dict(collections.Counter(finish)),
         "mean_response_tokens": sum(lengths) / len(lengths),
-        "generate_seconds": round(seconds, 3), "per_prompt": per_prompt,
+        "generate_seconds": round(seconds, 3),
+        "per_prompt": per_prompt,
     }
     return {"results": results, "responses": responses}
 
@@ -117,8 +130,9 @@ def write_outputs(out_dir: Path, prompts: list[EvalPrompt], outcome: dict) -> No
     with (out_dir / "responses.jsonl").open("w", encoding="utf-8") as f:
         for prompt, response in zip(prompts, outcome["responses"]):
             f.write(json.dumps({"prompt": prompt.prompt, "response": response}, ensure_ascii=False) + "\n")
-    (out_dir / "results.json").write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n",
-                                          encoding="utf-8")
+    (out_dir / "results.json").write_text(
+        json.dumps(results, indent=2, ensure_ascii=False) + "\n", encoding="utf-8"
+    )
     (out_dir / "results.md").write_text(results_markdown(results), encoding="utf-8")
 
 
@@ -146,19 +160,29 @@ def run_eval(config: EvalConfig, engine=None) -> dict:
 def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     """Engine options shared by the tools (see `ServeOptions`)."""
     group = parser.add_argument_group("engine")
-    group.add_argument("--tp", type=int, default=1, help="vLLM tensor parallelism (run under torchrun "
-                       "with as many ranks)")
+    group.add_argument(
+        "--tp", type=int, default=1, help="vLLM tensor parallelism (run under torchrun with as many ranks)"
+    )
     group.add_argument("--dtype", default="auto", help="auto, bfloat16, float16 or float32")
-    group.add_argument("--max-model-len", type=int, default=None, help="prompt + response tokens "
-                       "(default: the model's, at most 8192)")
+    group.add_argument(
+        "--max-model-len",
+        type=int,
+        default=None,
+        help="prompt + response tokens (default: the model's, at most 8192)",
+    )
     group.add_argument("--kv-cache-gib", type=float, default=None, help="KV cache size (default on CPU: 0.5)")
     group.add_argument("--gpu-memory-utilization", type=float, default=0.85)
 
 
 def serve_options(args: argparse.Namespace) -> gen.ServeOptions:
-    return gen.ServeOptions(tensor_parallel_size=args.tp, dtype=args.dtype, max_model_len=args.max_model_len,
-                            kv_cache_gib=args.kv_cache_gib, gpu_memory_utilization=args.gpu_memory_utilization,
-                            seed=args.seed)
+    return gen.ServeOptions(
+        tensor_parallel_size=args.tp,
+        dtype=args.dtype,
+        max_model_len=args.max_model_len,
+        kv_cache_gib=args.kv_cache_gib,
+        gpu_memory_utilization=args.gpu_memory_utilization,
+        seed=args.seed,
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -180,20 +204,37 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    sampling = SamplingConfig(temperature=args.temperature, top_p=args.top_p, max_tokens=args.max_tokens,
-                              seed=args.seed)
-    config = EvalConfig(args.model, args.eval_file, args.out, args.limit, sampling, args.batch_size,
-                        serve_options(args), not args.no_progress)
+    sampling = SamplingConfig(
+        temperature=args.temperature, top_p=args.top_p, max_tokens=args.max_tokens, seed=args.seed
+    )
+    config = EvalConfig(
+        args.model,
+        args.eval_file,
+        args.out,
+        args.limit,
+        sampling,
+        args.batch_size,
+        serve_options(args),
+        not args.no_progress,
+    )
     try:
         results = run_eval(config)
     except (DataError, gen.ServeError, ValueError) as err:
         print(f"eval: {err}")
         return 2
     if gen.is_writer():
-        print(f"{results['num_prompts']} prompts, {results['num_instructions']} instructions "
-              f"({results['model_format']} model {args.model})")
+        print(
+            f"{results['num_prompts']} prompts, {results['num_instructions']} instructions "
+            f"({results['model_format']} model {args.model})"
+        )
         print(f"prompt-level      strict {results['prompt_strict']:.4f}  loose {results['prompt_loose']:.4f}")
-        print(f"instruction-level strict {results['instruction_strict']:.4f}  "
-              f"loose {results['instruction_loose']:.4f}")
+        print(
+            f"instruction-level strict {results['instruction_strict']:.4f}  "
+            f"loose {results['instruction_loose']:.4f}"
+        )
         print(f"wrote {args.out / 'results.json'}, results.md, responses.jsonl")
     return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

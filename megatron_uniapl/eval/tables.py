@@ -10,9 +10,12 @@ def _pct(value: float) -> str:
 def results_markdown(results: dict) -> str:
     """The headline accuracies and the per-type table (accuracies in percent) as markdown."""
     sampling = results.get("sampling", {})
-    decoding = ("greedy" if sampling.get("temperature", 0.0) == 0.0
-                else f"temperature {sampling['temperature']}, top-p {sampling.get('top_p')}, "
-                     f"seed {sampling.get('seed')}")
+    decoding = (
+        "greedy"
+        if sampling.get("temperature", 0.0) == 0.0
+        else f"temperature {sampling['temperature']}, top-p {sampling.get('top_p')}, "
+        f"seed {sampling.get('seed')}"
+    )
     lines = [
         f"# IFEval: {results.get('model', '?')}",
         "",

@@ -62,8 +62,9 @@ def engine_config(model_dir: str | Path, options: ServeOptions, on_cpu: bool) ->
     """The engine config for `model_dir`, with the defaults above filled in."""
     max_len = options.max_model_len
     if max_len is None:
-        max_len = min(int(read_model_config(model_dir).get("max_position_embeddings", 4096)),
-                      DEFAULT_MAX_MODEL_LEN_CAP)
+        max_len = min(
+            int(read_model_config(model_dir).get("max_position_embeddings", 4096)), DEFAULT_MAX_MODEL_LEN_CAP
+        )
     kv_gib = options.kv_cache_gib
     if kv_gib is None and on_cpu:
         kv_gib = CPU_DEFAULT_KV_CACHE_GIB
@@ -72,25 +73,35 @@ def engine_config(model_dir: str | Path, options: ServeOptions, on_cpu: bool) ->
         distributed_executor_backend="external_launcher" if options.tensor_parallel_size > 1 else None,
         gpu_memory_utilization=options.gpu_memory_utilization,
         kv_cache_memory_bytes=None if kv_gib is None else int(kv_gib * 2**30),
-        dtype=options.dtype, max_model_len=max_len, seed=options.seed,
+        dtype=options.dtype,
+        max_model_len=max_len,
+        seed=options.seed,
         enforce_eager=options.enforce_eager or on_cpu,
     )
 
 
-def _check_world(options: ServeOptions) -> None:
-    """Tensor parallelism needs a torchrun world of exactly that size; join it now."""
+def join_world(options: ServeOptions) -> None:
+    """Tensor parallelism needs a torchrun world of exactly that size: check it and join it
+    (vLLM's `external_launcher` then builds its groups inside it). No-op at TP 1."""
     tp = options.tensor_parallel_size
     if tp == 1:
         return
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world != tp:
-        raise ServeError(f"tensor_parallel_size {tp}: launch with `torchrun --nproc-per-node {tp} ...` "
-                         f"(this process is in a world of {world})")
+        raise ServeError(
+            f"tensor_parallel_size {tp}: launch with `torchrun --nproc-per-node {tp} ...` "
+            f"(this process is in a world of {world})"
+        )
     import torch
     import torch.distributed as dist
 
-    if not dist.is_initialized():
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    if dist.is_initialized():
+        return
+    if torch.cuda.is_available():
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+        dist.init_process_group("nccl")
+    else:
+        dist.init_process_group("gloo")
 
 
 def is_writer() -> bool:
@@ -98,21 +109,15 @@ def is_writer() -> bool:
     return int(os.environ.get("RANK", "0")) == 0
 
 
-def barrier() -> None:
-    """Wait for all ranks (no-op without a process group)."""
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized():
-        dist.barrier()
-
-
 def start_engine(model_dir: str | Path, options: ServeOptions):
     """A `VLLMEngine` for a Hugging Face directory, or ServeError saying why it cannot be."""
     model_dir = Path(model_dir)
     if not (model_dir / "config.json").is_file():
-        raise ServeError(f"{model_dir}: no config.json (expected a Hugging Face model directory or a "
-                         "Megatron checkpoint directory with uniapl_model.json)")
-    _check_world(options)
+        raise ServeError(
+            f"{model_dir}: no config.json (expected a Hugging Face model directory or a "
+            "Megatron checkpoint directory with uniapl_model.json)"
+        )
+    join_world(options)
     from vllm.platforms import current_platform
 
     from megatron_uniapl.rollout.vllm_config import UnservableModelError
@@ -129,18 +134,26 @@ def encode_chats(tokenizer, chats: Sequence[list[dict[str, str]]]) -> list[list[
     return [tokenizer.apply_chat(list(chat), add_generation_prompt=True, thinking=False) for chat in chats]
 
 
-def check_lengths(prompt_ids: Sequence[list[int]], names: Sequence[str], max_tokens: int,
-                  max_model_len: int) -> None:
+def check_lengths(
+    prompt_ids: Sequence[list[int]], names: Sequence[str], max_tokens: int, max_model_len: int
+) -> None:
     """Every prompt must leave room for `max_tokens`; the error names the first that does not."""
     for ids, name in zip(prompt_ids, names):
         if len(ids) + max_tokens > max_model_len:
-            raise ValueError(f"prompt {name}: {len(ids)} tokens + max_tokens {max_tokens} exceed "
-                             f"max_model_len {max_model_len}; raise --max-model-len or lower --max-tokens")
+            raise ValueError(
+                f"prompt {name}: {len(ids)} tokens + max_tokens {max_tokens} exceed "
+                f"max_model_len {max_model_len}; raise --max-model-len or lower --max-tokens"
+            )
 
 
 def generate_in_batches(
-    engine, prompt_ids: Sequence[list[int]], sampling: SamplingConfig, batch_size: int,
-    skip: Callable[[int], bool] = lambda index: False, progress: bool = True, desc: str = "generate",
+    engine,
+    prompt_ids: Sequence[list[int]],
+    sampling: SamplingConfig,
+    batch_size: int,
+    skip: Callable[[int], bool] = lambda index: False,
+    progress: bool = True,
+    desc: str = "generate",
 ) -> Iterator[tuple[list[int], list[list[Generation]]]]:
     """Yield `(indices, samples)` per batch: the prompt indices generated, and for each its
     `sampling.n` generations in sample order. Prompts with `skip(index)` are not generated
@@ -156,8 +169,9 @@ def generate_in_batches(
             indices = [i for i in range(start, min(start + batch_size, total)) if not skip(i)]
             if indices:
                 seed = None if sampling.seed is None else sampling.seed + start
-                generations = engine.generate([prompt_ids[i] for i in indices],
-                                              dataclasses.replace(sampling, seed=seed))
+                generations = engine.generate(
+                    [prompt_ids[i] for i in indices], dataclasses.replace(sampling, seed=seed)
+                )
                 samples: list[list[Generation]] = [[] for _ in indices]
                 for generation in generations:
                     samples[generation.prompt_index].append(generation)
