@@ -1,0 +1,38 @@
+"""The pre-launch check lists every unusable path of a recipe at once."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from megatron_uniapl.launch_check import check, main
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = str(ROOT / "recipes" / "tiny_cpu.yaml")
+
+
+def test_tiny_recipe_is_launchable(tmp_path, monkeypatch):
+    monkeypatch.chdir(ROOT)
+    assert check(TINY, [f"logging.run_dir={tmp_path}/run"], world=1) == []
+
+
+def test_every_problem_is_listed(tmp_path, monkeypatch):
+    monkeypatch.chdir(ROOT)
+    problems = check(TINY, [
+        "model.create_tiny=false", f"model.hf_dir={tmp_path}/none", f"model.init_checkpoint={tmp_path}/ckpt",
+        f"data.demo_file={tmp_path}/d.jsonl", f"checkpoint.resume={tmp_path}/step_5",
+        f"logging.run_dir={tmp_path}/run",
+    ], world=1)
+    assert f"model.hf_dir={tmp_path}/none: no config.json there (a Hugging Face Qwen3 directory is expected)" in problems
+    assert any(p.startswith(f"model.init_checkpoint={tmp_path}/ckpt: not a directory") for p in problems)
+    assert f"data.demo_file={tmp_path}/d.jsonl: no such file" in problems
+    assert any(p.startswith(f"checkpoint.resume={tmp_path}/step_5: no such checkpoint") for p in problems)
+    assert len(problems) == 4  # the run directory can be created: no problem reported for it
+
+
+def test_config_errors_and_world(capsys, monkeypatch):
+    monkeypatch.chdir(ROOT)
+    assert check("recipes/nope.yaml", [], None) == ["recipe recipes/nope.yaml: no such file (paths are relative to the repository root)"]
+    [problem] = check(TINY, ["model.tensor_parallel=2"], world=3)
+    assert "3 ranks are not divisible" in problem
+    assert main(["--config", TINY, "--world", "1", "train.stepz=3"]) == 2
+    assert "did you mean 'steps'" in capsys.readouterr().out
