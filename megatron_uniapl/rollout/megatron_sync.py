@@ -72,6 +72,13 @@ class MegatronSyncConfig:
             raise ValueError(f"MegatronSyncConfig.dtype: unknown dtype {self.dtype!r}")
 
 
+def unwrap(chunk: torch.nn.Module) -> torch.nn.Module:
+    """The model under Megatron's wrappers (DDP, Float16Module keep it in `.module`)."""
+    while isinstance(getattr(chunk, "module", None), torch.nn.Module):
+        chunk = chunk.module
+    return chunk
+
+
 def _groups():
     from megatron.core import parallel_state as ps
 
@@ -105,7 +112,7 @@ def megatron_hf_shapes(chunks: list[torch.nn.Module], arch: Qwen3Arch) -> dict[s
     tp_group, pp_group = _groups()
     tp_size = dist.get_world_size(tp_group) if tp_group is not None else 1
     local: dict[str, tuple[int, ...]] = {}
-    for chunk in chunks:
+    for chunk in map(unwrap, chunks):
         maps = {m.megatron: m for m in all_maps(arch, getattr(chunk, "uniapl_spec", "portable"))}
         params = dict(chunk.named_parameters())
         for name, global_name in global_param_names(chunk).items():
@@ -146,7 +153,7 @@ def check_layout(trainer: dict[str, tuple[int, ...]], engine: dict[str, tuple[in
 
 
 def _stage_stream(chunks, arch, tp_group, dtype) -> Iterator[tuple[str, torch.Tensor]]:
-    for chunk in chunks:
+    for chunk in map(unwrap, chunks):
         yield from iter_hf_tensors(chunk, arch, tp_group, dtype)
 
 
@@ -182,7 +189,8 @@ def iter_model_buckets(
     """Buckets of (HF name, full tensor) covering the whole model, the same on every rank.
 
     Collective over the tensor-parallel and pipeline groups: every rank must consume the
-    iterator to the end, in step with the others. Pipeline stage s packs each bucket of its own
+    iterator to the end, in step with the others. `chunks` may be wrapped in Megatron's DDP.
+    Pipeline stage s packs each bucket of its own
     tensors into one byte buffer and broadcasts it (header first, as an object) to the other
     stages; an empty header ends the stage.
     """
