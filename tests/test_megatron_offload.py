@@ -15,8 +15,9 @@ def _storage(t):
 
 
 def _step(ddp, optimizer, ids):
-    from megatron_uniapl.model.pipeline import run_microbatches
     from parity_utils import lm_loss_fn
+
+    from megatron_uniapl.model.pipeline import run_microbatches
 
     ddp.zero_grad_buffer()
     optimizer.zero_grad()
@@ -28,13 +29,19 @@ def _step(ddp, optimizer, ids):
 
 
 def test_megatron_grad_buffers_and_optimizer_state_offload_and_return(tiny_tied, megatron_world):
-    from megatron.core.distributed import DistributedDataParallel, DistributedDataParallelConfig
+    from megatron.core.distributed import (
+        DistributedDataParallel,
+        DistributedDataParallelConfig,
+    )
     from megatron.core.optimizer import OptimizerConfig, get_megatron_optimizer
+    from parity_utils import megatron_from_hf
 
     from megatron_uniapl.scheduler.megatron_state import (
-        grad_buffer_tensors, megatron_train_state, megatron_train_state_tensors, optimizer_tensors,
+        grad_buffer_tensors,
+        megatron_train_state,
+        megatron_train_state_tensors,
+        optimizer_tensors,
     )
-    from parity_utils import megatron_from_hf
 
     arch, model = megatron_from_hf(tiny_tied)
     ddp = DistributedDataParallel(
@@ -58,7 +65,10 @@ def test_megatron_grad_buffers_and_optimizer_state_offload_and_return(tiny_tied,
     assert not params & {_storage(t) for t in collected}
 
     # The sync streams from the DDP-wrapped chunks the trainer holds, as from the bare model.
-    from megatron_uniapl.rollout.megatron_sync import iter_model_buckets, megatron_hf_shapes
+    from megatron_uniapl.rollout.megatron_sync import (
+        iter_model_buckets,
+        megatron_hf_shapes,
+    )
 
     wrapped = [(n, t) for b in iter_model_buckets([ddp], arch, 1 << 20) for n, t in b]
     bare = [(n, t) for b in iter_model_buckets([model], arch, 1 << 20) for n, t in b]

@@ -39,7 +39,12 @@ import torch.distributed as dist
 from megatron_uniapl.convert.megatron_params import global_param_names, iter_hf_tensors
 from megatron_uniapl.convert.qwen3 import all_maps, from_megatron_shards
 from megatron_uniapl.model.hf_config import Qwen3Arch
-from megatron_uniapl.rollout.weight_sync import DEFAULT_BUCKET_BYTES, SyncStats, bucketize, push_buckets
+from megatron_uniapl.rollout.weight_sync import (
+    DEFAULT_BUCKET_BYTES,
+    SyncStats,
+    bucketize,
+    push_buckets,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -217,7 +222,7 @@ def iter_model_buckets(
             header = box[0]
             if not header:
                 break
-            name, shape, dt, off, n = header[-1]
+            *_, off, n = header[-1]
             buffer = torch.empty(off + n, dtype=torch.uint8, device=device)
             dist.broadcast(buffer, src=src, group=pp_group)
             yield _unpack(header, buffer)
