@@ -240,6 +240,11 @@ def sync_megatron_weights(
     Called on every rank of the model-parallel group, each with its own engine shard. The engine
     resets its prefix cache at the end of the update. Returns what moved and how fast (bytes as
     loaded into this rank's engine, i.e. the whole model; time includes gathers and broadcasts).
+
+    Failures: the layout check runs before any tensor moves, so a wrong model fails on every rank
+    alike. An engine error in the middle of a pipeline-parallel push stops this rank's stream
+    while other stages may still be broadcasting; treat it as fatal for the job (the engine is
+    marked as holding mixed weights anyway).
     """
     config = config or MegatronSyncConfig()
     config.validate()
