@@ -9,7 +9,7 @@ setup:
 	@bash scripts/setup_env.sh $(VENV)
 
 demo: setup
-	$(PY) -m megatron_uniapl.demo
+	$(PY) -m megatron_uniapl.train --config recipes/tiny_cpu.yaml $(ARGS)
 
 # Fast in-process tests first, then the multi-process and engine tests, so a broken basic
 # fails in seconds.

@@ -67,6 +67,22 @@ class _CudaToCpuMode(TorchFunctionMode):
         return func(*args, **kwargs)
 
 
+class _NullStream:
+    """Stands in for the current CUDA stream: on the CPU every op is already ordered."""
+
+    def wait_event(self, event) -> None:
+        pass
+
+    def wait_stream(self, stream) -> None:
+        pass
+
+    def record_event(self, event=None):
+        return event
+
+    def synchronize(self) -> None:
+        pass
+
+
 class CPURNGStatesTracker:
     """The model-parallel RNG tracker of Megatron-Core, backed by the CPU generator.
 
@@ -139,6 +155,7 @@ def enable() -> bool:
         return True
     torch.cuda.current_device = lambda: torch.device("cpu")  # type: ignore[assignment]
     torch.cuda.synchronize = lambda *args, **kwargs: None  # type: ignore[assignment]
+    torch.cuda.current_stream = lambda *args, **kwargs: _NullStream()  # type: ignore[assignment]
     _mode = _CudaToCpuMode()
     _mode.__enter__()  # stays active for the life of the process
     _install_rng_tracker()

@@ -30,9 +30,10 @@ def tiny_untied(tmp_path_factory):
     )
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture
 def megatron_world():
-    """A single-process Megatron world (TP=1, PP=1) on the CPU, shared by in-process tests."""
+    """A single-process Megatron world (TP=1, PP=1) on the CPU for in-process tests. Rebuilt per
+    test: model-parallel groups are cheap, and a test may have torn the world down."""
     from megatron_uniapl import parallel
 
     parallel.initialize(1, 1)

@@ -53,7 +53,7 @@ def run_scenario(name: str, hf_dir: str, out_dir: str, tp: int, pp: int, vpp: in
     total = ids.shape[0] * (ids.shape[1] - 1)
     metrics = run_microbatches(chunks, micro, loss_fn=lm_loss_fn(total))
 
-    result = {"pp_rank": ps.get_pipeline_model_parallel_rank(), "tp_rank": tp_rank}
+    result = {"pp_rank": ps.get_pipeline_model_parallel_rank(), "tp_rank": tp_rank, "dp_rank": ps.get_data_parallel_rank()}
     if logits:
         result["logits"] = torch.cat(logits, dim=0)
         result["loss"] = (sum(m["nll_sum"] for m in metrics) / total).item()

@@ -54,6 +54,12 @@ def hf_named_grads(model, arch, tp_group=None) -> dict[str, torch.Tensor]:
         if grad is None:
             grad = getattr(params[local], "main_grad", None)
         shards = [grad]
+        if tp_group is not None and ("q_layernorm" in global_name or "k_layernorm" in global_name):
+            # Each TP rank sees only its own heads: the replicated q/k norm weights' gradients are
+            # partial sums, which Megatron's finalize_model_grads all-reduces over TP in training.
+            grad = grad.clone()
+            dist.all_reduce(grad, group=tp_group)
+            shards = [grad]
         if tp_group is not None and tmap.kind != "replicated" and dist.get_world_size(tp_group) > 1:
             shards = [torch.empty_like(grad) for _ in range(dist.get_world_size(tp_group))]
             dist.all_gather(shards, grad.contiguous(), group=tp_group)

@@ -28,6 +28,8 @@ def collect(out_dir, name):
     grads: dict[str, torch.Tensor] = {}
     for path in sorted(glob.glob(f"{out_dir}/{name}_rank*.pt")):
         r = torch.load(path)
+        if r["dp_rank"] != 0:  # data-parallel replicas computed the same thing
+            continue
         if "logits" in r and r["tp_rank"] == 0:
             logits, loss = r["logits"], r["loss"]
         if r["tp_rank"] == 0:

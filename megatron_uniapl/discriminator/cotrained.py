@@ -9,7 +9,8 @@ score it hands the policy. Its accuracy is the metric to watch: near 1.0 the pol
 saturates, near 0.5 it carries no information.
 
 This version works on any torch module that maps token ids to one logit per sequence
-(`SequenceScorer`); the Megatron backbone plugs in behind the same calls.
+(`SequenceScorer`); the Megatron backbone (`megatron_backbone.MegatronSequenceScorer`, sharded like
+the policy) plugs in behind the same calls and supplies its own tensor-parallel gradient clipping.
 """
 
 from __future__ import annotations
@@ -137,10 +138,19 @@ class CoTrainedDiscriminator:
             metrics["disc/r1"] = penalty.detach()
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        # A data-parallel scorer averages its gradients over the ranks' batches before clipping.
+        sync = getattr(self.module, "finish_grad_sync", None)
+        if sync is not None:
+            sync()
         if self.config.grad_clip is not None:
-            metrics["disc/grad_norm"] = torch.nn.utils.clip_grad_norm_(
-                self.module.parameters(), self.config.grad_clip
-            )
+            # A sharded (tensor-parallel) scorer brings its own global-norm clipping.
+            clip = getattr(self.module, "clip_grad_norm", None)
+            if clip is not None:
+                metrics["disc/grad_norm"] = clip(self.config.grad_clip)
+            else:
+                metrics["disc/grad_norm"] = torch.nn.utils.clip_grad_norm_(
+                    self.module.parameters(), self.config.grad_clip
+                )
         self.optimizer.step()
         self.updates_done += 1
         metrics["disc/loss"] = loss.detach()

@@ -16,25 +16,19 @@ from typing import Sequence
 import numpy as np
 
 from megatron_uniapl.data.schemas import ChatMessage
+from megatron_uniapl.tokenizer import Tokenizer, load_tokenizer
 
 
-def load_tokenizer(model_dir: str | Path):
-    from transformers import AutoTokenizer
-
-    return AutoTokenizer.from_pretrained(str(model_dir))
-
-
-def prompt_ids(tokenizer, messages: Sequence[ChatMessage]) -> list[int]:
-    """Token ids of the chat-templated prompt, generation prompt included."""
-    text = tokenizer.apply_chat_template(
-        [{"role": m.role, "content": m.content} for m in messages], tokenize=False,
-        add_generation_prompt=True, enable_thinking=False)
-    return tokenizer(text, add_special_tokens=False)["input_ids"]
+def prompt_ids(tokenizer: Tokenizer, messages: Sequence[ChatMessage]) -> list[int]:
+    """Token ids of the chat-templated prompt, generation prompt included (the tokenizer layer's
+    template, thinking off: the same ids the rollout engine is given)."""
+    return tokenizer.apply_chat([{"role": m.role, "content": m.content} for m in messages],
+                                add_generation_prompt=True, thinking=False)
 
 
-def response_ids(tokenizer, response: str) -> list[int]:
+def response_ids(tokenizer: Tokenizer, response: str) -> list[int]:
     """Token ids of the response text alone."""
-    return tokenizer(response, add_special_tokens=False)["input_ids"]
+    return tokenizer.encode(response)
 
 
 class LogProbScorer:

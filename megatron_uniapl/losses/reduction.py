@@ -18,15 +18,18 @@ where `N_k` is term k's token count in the global batch. `N_k` is known before t
 (it is counted from the packed batch, see `megatron_uniapl.data.packing`), so each micro-batch
 can contribute `w_k * total_k / N_k` directly and the SUM of the micro-batch gradients over
 gradient-accumulation steps and data-parallel ranks is exactly the gradient of `L`. Nothing is
-divided by the number of micro-batches or ranks. A data-parallel wrapper that AVERAGES gradients
-over ranks (Megatron's DDP default) must therefore be configured to sum, or the caller multiplies
-the loss by the data-parallel size; the trainer owns that choice.
+divided by the number of micro-batches or ranks, and nothing downstream may divide again.
 
-With Megatron-Core (0.19) and `calculate_per_token_loss=False`, the pipeline schedule divides the
-loss each micro-batch returns by `num_microbatches` (and by the returned token count, when the
-loss function returns three values) and DDP scales gradients by 1 / (size of the data-and-context
-parallel group it reduces over). The Megatron loss function therefore returns
-`(loss * num_microbatches * dp_cp_size, 1, reduced)` to recover exactly this contract.
+How Megatron-Core (0.19.2) is configured to keep this contract (read from its
+`pipeline_parallel/schedules.py`, `distributed/distributed_data_parallel.py` and
+`distributed/finalize_model_grads.py`): our TransformerConfig sets `calculate_per_token_loss=True`.
+Then the schedule does NOT divide the loss a micro-batch returns by `num_microbatches` or by the
+token count returned beside it, and DDP uses `gradient_scaling_factor = 1.0` (it SUMS gradients
+over data-parallel ranks; `average_in_collective` must stay False). The one place that would still
+rescale is `finalize_model_grads(chunks, num_tokens)`, which divides every gradient by the summed
+`num_tokens`; the step (`megatron_uniapl.model.distributed.train_step`) calls it with
+`num_tokens=None`. So the Megatron loss function (`megatron_uniapl.objective.UniAPLLoss`) returns
+exactly `combine_terms(...)`'s loss, `sum_k w_k * total_k / N_k`, with no extra factor.
 
 Why not the per-micro-batch mean: a micro-batch with 10 demo tokens would weigh as much as one with
 10,000, so the gradient would depend on how samples happened to be packed.

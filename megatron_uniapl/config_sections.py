@@ -1,0 +1,425 @@
+"""The sections of a run's configuration: one dataclass per section, one docstring per field.
+
+A run is described by a YAML recipe (`recipes/*.yaml`) plus command-line overrides:
+
+    python -m megatron_uniapl.train --config recipes/qwen3_4b.yaml optimizer.lr=2e-6
+
+Sections reuse the dataclasses of the modules that consume them (`ModelOptions`,
+`PolicyGradientConfig`, `MuSchedule`, `Stage`, `VLLMEngineConfig`, `SamplingConfig`, the
+discriminator configs, `RewardMode`), so a field is documented once, where it is used. Loading,
+recipe inheritance (`base:`), overrides and saving are in `config`; the generic
+dict <-> dataclass conversion is in `config_io`. `RunConfig.validate()` runs each section's own
+checks and the cross-section ones, and raises `ConfigError` with the field path.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Literal
+
+from megatron_uniapl.config_io import ConfigError
+from megatron_uniapl.discriminator.cotrained import CoTrainedDiscriminatorConfig
+from megatron_uniapl.discriminator.frozen import FrozenScorerConfig
+from megatron_uniapl.losses.config import ObjectiveConfig, PolicyGradientConfig, Stage
+from megatron_uniapl.losses.schedule import MuSchedule
+from megatron_uniapl.losses.variants import VARIANTS, objective_for_variant
+from megatron_uniapl.model.options import ModelOptions
+from megatron_uniapl.rewards.reward import RewardMode
+from megatron_uniapl.rollout.engine import SamplingConfig
+from megatron_uniapl.rollout.vllm_config import VLLMEngineConfig
+
+
+def _checked(where: str, check) -> None:
+    """Run a section's own `validate`, turning its ValueError into a ConfigError."""
+    try:
+        check()
+    except ConfigError:
+        raise
+    except ValueError as err:
+        message = str(err)
+        raise ConfigError(message if message.startswith(where) else f"{where}: {message}") from err
+
+
+@dataclass
+class ModelSection(ModelOptions):
+    """The model: where its weights come from, plus the parallel layout and precision."""
+
+    hf_dir: str | None = None
+    """Hugging Face Qwen3 directory (config.json, safetensors, tokenizer): the architecture,
+    the initial weights when `init_checkpoint` is None, and the weights the engine starts from."""
+    init_checkpoint: str | None = None
+    """Megatron distributed checkpoint (from tools/convert_hf.py import) to start from instead of
+    the HF weights; faster for large models. A resumed run ignores it."""
+    tokenizer: str | None = None
+    """Tokenizer directory; None uses `hf_dir`. Must match the model's vocabulary."""
+    create_tiny: bool = False
+    """If `hf_dir` holds no config.json, create a tiny random Qwen3 there (model/tiny.py, seeded
+    by train.seed) with the real tokenizer: the CPU demo's model. Never set for real runs."""
+
+    # validate() is ModelOptions.validate: a ModelSection is passed wherever ModelOptions is
+    # (build_qwen3_model validates it), so the run-level check of hf_dir is in RunConfig.validate.
+
+
+@dataclass
+class ObjectiveSection:
+    """The UniAPL objective: a paper variant with its parameters, or explicit stages."""
+
+    variant: str = "uniapl"
+    """A paper variant (losses/variants.py: sft, a-sft, grpo, a-grpo, chord, a-chord, uniapl,
+    sft->grpo, sft->a-grpo, a-sft->a-grpo, reward-shaping), or "custom" to give `stages`."""
+    mu: float = 0.5
+    """Fixed SFT weight of "uniapl" and "reward-shaping" (the task PG term gets 1 - mu)."""
+    lambda_adv: float = 0.1
+    """Weight of the adversarial policy-gradient term in the A- variants."""
+    beta: float = 0.0
+    """KL weight to the reference policy in every stage that rolls out; 0 = no reference model."""
+    lambda_shape: float = 0.1
+    """Reward-shaping coefficient of "reward-shaping" (A = groupnorm(r + lambda_shape * d))."""
+    first_stage_steps: int = 100
+    """Length in optimizer steps of the first stage of the staged variants (X->Y)."""
+    chord: MuSchedule = field(default_factory=lambda: MuSchedule(kind="chord"))
+    """The mu schedule of "chord" and "a-chord"."""
+    stages: list[Stage] = field(default_factory=list)
+    """Explicit stages, only with variant "custom"; the preset parameters above are then unused."""
+    pg: PolicyGradientConfig = field(default_factory=PolicyGradientConfig)
+    """Clipping, advantage normalization, TIS and KL estimator, shared by every stage."""
+
+    def build(self) -> ObjectiveConfig:
+        """The validated objective the loss consumes."""
+        if self.variant == "custom":
+            if not self.stages:
+                raise ValueError("objective.variant is 'custom' but objective.stages is empty")
+            return ObjectiveConfig("custom", [replace(s) for s in self.stages], replace(self.pg)).validate()
+        if self.stages:
+            raise ValueError(
+                f"objective.stages is given but objective.variant is {self.variant!r}; set "
+                f"objective.variant=custom to use explicit stages"
+            )
+        return objective_for_variant(
+            self.variant, mu=self.mu, lambda_adv=self.lambda_adv, beta=self.beta,
+            lambda_shape=self.lambda_shape, first_stage_steps=self.first_stage_steps,
+            chord=replace(self.chord), pg=replace(self.pg),
+        )
+
+
+@dataclass
+class RolloutSection:
+    """The co-located vLLM engine and how it samples."""
+
+    group_size: int = 8
+    """Responses sampled per prompt (the GRPO group size G), for RL and A-SFT demo prompts."""
+    engine: VLLMEngineConfig = field(default_factory=VLLMEngineConfig)
+    """How the engine starts (its TP, memory share, max_model_len, sleep mode)."""
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)
+    """Temperature, top-p, max response tokens, stop strings. Leave `n` at 1: `group_size` sets it."""
+
+    def sampling_config(self, seed: int | None = None) -> SamplingConfig:
+        """The SamplingConfig of one rollout call: `sampling` with n = group_size."""
+        return replace(self.sampling, n=self.group_size, seed=self.sampling.seed if seed is None else seed)
+
+    def validate(self) -> None:
+        if self.group_size < 1:
+            raise ValueError(f"rollout.group_size must be >= 1, got {self.group_size}")
+        if self.sampling.n != 1:
+            raise ValueError(f"rollout.sampling.n is {self.sampling.n}; set rollout.group_size instead")
+        if self.sampling.max_tokens < 1 or self.sampling.temperature < 0 or not 0 < self.sampling.top_p <= 1:
+            raise ValueError("rollout.sampling needs max_tokens >= 1, temperature >= 0, 0 < top_p <= 1")
+        _checked("rollout.engine", self.engine.validate)
+
+
+@dataclass
+class DiscriminatorSection:
+    """Which discriminator scores policy responses against expert references."""
+
+    kind: Literal["none", "frozen", "cotrained", "overlap"] = "none"
+    """"frozen": a reference-conditioned reward model (the paper); "cotrained": a classifier
+    trained alongside the policy; "overlap": word-overlap F1 (model-free, CPU demos); "none"."""
+    frozen: FrozenScorerConfig | None = None
+    """Settings of kind "frozen" (its `path` is required)."""
+    cotrained: CoTrainedDiscriminatorConfig = field(default_factory=CoTrainedDiscriminatorConfig)
+    """Settings of kind "cotrained"."""
+    cotrained_init: str | None = None
+    """kind "cotrained": HF directory of the sequence classifier it starts from."""
+
+    def validate(self) -> None:
+        if self.kind == "frozen":
+            if self.frozen is None:
+                raise ValueError("discriminator.frozen.path is required for discriminator.kind=frozen")
+            _checked("discriminator.frozen", self.frozen.validate)
+        if self.kind == "cotrained":
+            if self.cotrained_init is None:
+                raise ValueError("discriminator.cotrained_init is required for discriminator.kind=cotrained")
+            _checked("discriminator.cotrained", self.cotrained.validate)
+
+
+@dataclass
+class RewardSection:
+    """How constraint verdicts become the task reward."""
+
+    mode: RewardMode = RewardMode.STRICT
+    """strict (the paper's binary reward), strict_fraction, loose or loose_fraction."""
+    num_workers: int = 0
+    """Processes of the reward pool; 0 scores in the trainer process (small runs)."""
+
+    def validate(self) -> None:
+        if self.num_workers < 0:
+            raise ValueError(f"reward.num_workers must be >= 0, got {self.num_workers}")
+
+
+@dataclass
+class DataSection:
+    """Where demonstrations and RL prompts come from and how much of each a step takes."""
+
+    demo_file: str | None = None
+    """JSONL of demonstrations (data/schemas.py Demonstration); None = no SFT data."""
+    rl_prompt_file: str | None = None
+    """JSONL of RL prompts with IFEval constraints (and expert references for the discriminator)."""
+    prompts_per_step: int = 64
+    """RL prompts per optimizer step (global, over all data-parallel ranks); each is sampled
+    rollout.group_size times."""
+    demos_per_step: int = 64
+    """Demonstrations per optimizer step (global); the paper uses 1:1 with RL prompts."""
+    max_prompt_tokens: int = 1024
+    """Longest templated prompt in tokens; see `overlong`."""
+    max_response_tokens: int = 2048
+    """Longest demonstration response in tokens; see `overlong`."""
+    overlong: Literal["truncate", "skip"] = "skip"
+    """Records over a limit: "skip" them, or "truncate" (prompts keep their end, responses their
+    start). Either way they are counted and reported."""
+    shuffle_seed: int = 0
+    """Seed of the per-epoch shuffle of each data set."""
+
+    def validate(self) -> None:
+        for name in ("prompts_per_step", "demos_per_step", "max_prompt_tokens", "max_response_tokens"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"data.{name} must be >= 1, got {getattr(self, name)}")
+
+
+@dataclass
+class OptimizerSection:
+    """The policy's Adam optimizer and learning-rate schedule."""
+
+    lr: float = 1e-6
+    """Peak learning rate (the paper: ~1e-5 SFT-like, ~1e-6 RL-like, ~2e-6 mixed at 0.6B)."""
+    min_lr: float = 0.0
+    """Learning rate at the end of the decay."""
+    warmup_steps: int = 0
+    """Steps of linear warm-up from 0 to `lr`."""
+    decay: Literal["constant", "linear", "cosine"] = "constant"
+    """Shape of the decay from `lr` to `min_lr` over the steps after warm-up."""
+    weight_decay: float = 0.0
+    """Decoupled (AdamW) weight decay."""
+    betas: tuple[float, float] = (0.9, 0.999)
+    """Adam beta1 and beta2."""
+    eps: float = 1e-8
+    """Adam epsilon."""
+    clip_grad: float = 1.0
+    """Maximum global gradient norm; 0 disables clipping."""
+    use_distributed_optimizer: bool = True
+    """Shard optimizer state (fp32 master weights, Adam moments) over data-parallel ranks."""
+
+    def validate(self) -> None:
+        if self.lr <= 0 or self.min_lr < 0 or self.min_lr > self.lr:
+            raise ValueError(f"optimizer needs lr > 0 and 0 <= min_lr <= lr, got lr={self.lr}, min_lr={self.min_lr}")
+        if self.warmup_steps < 0 or self.weight_decay < 0 or self.eps <= 0 or self.clip_grad < 0:
+            raise ValueError("optimizer.warmup_steps, weight_decay, clip_grad must be >= 0 and eps > 0")
+        if not all(0 <= b < 1 for b in self.betas):
+            raise ValueError(f"optimizer.betas must be in [0, 1), got {list(self.betas)}")
+
+
+@dataclass
+class TrainSection:
+    """The length and batching of the run."""
+
+    steps: int = 100
+    """Optimizer steps in total, over all stages."""
+    seed: int = 0
+    """Seed of model initialization, sampling and data order."""
+    micro_batch_tokens: int = 8192
+    """Token budget of one packed micro-batch per rank (samples are packed up to it)."""
+    max_nonfinite_steps: int = 3
+    """Stop after this many consecutive steps with a non-finite loss or gradient (each skipped)."""
+
+    def validate(self) -> None:
+        for name in ("steps", "micro_batch_tokens", "max_nonfinite_steps"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"train.{name} must be >= 1, got {getattr(self, name)}")
+
+
+@dataclass
+class CheckpointSection:
+    """When and where checkpoints are written, and what a start resumes from."""
+
+    dir: str | None = None
+    """Checkpoint directory; None = `<logging.run_dir>/checkpoints`."""
+    every: int = 100
+    """Save every this many optimizer steps (and at the end); 0 = only at the end."""
+    keep_last: int = 2
+    """Checkpoints kept; older ones are deleted after a newer one is complete."""
+    resume: str = "auto"
+    """"auto": resume from the latest checkpoint in `dir` if any; "none": start fresh
+    (refused if `dir` already has checkpoints); otherwise a checkpoint path to resume from."""
+
+    def validate(self) -> None:
+        if self.every < 0 or self.keep_last < 1:
+            raise ValueError(f"checkpoint.every must be >= 0 and keep_last >= 1, got {self.every}, {self.keep_last}")
+        if not self.resume:
+            raise ValueError("checkpoint.resume is empty; use 'auto', 'none' or a path")
+
+
+@dataclass
+class LoggingSection:
+    """Where metrics go."""
+
+    run_dir: str = "runs/default"
+    """Directory of this run: resolved config, metrics.jsonl, logs, default checkpoint dir."""
+    wandb_project: str | None = None
+    """Weights & Biases project; None = no wandb (metrics.jsonl is always written)."""
+    wandb_entity: str | None = None
+    """Weights & Biases entity (team or user); None = the default of the API key."""
+    wandb_mode: Literal["auto", "online", "offline", "disabled"] = "auto"
+    """"auto": online when an API key is configured, offline otherwise (never prompts)."""
+    log_every: int = 1
+    """Print a metrics line every this many steps (metrics.jsonl gets every step)."""
+    progress_bar: bool = True
+    """Show a progress bar with ETA on rank 0."""
+    all_ranks: bool = False
+    """Log from every rank (debugging) instead of rank 0 only."""
+
+    def validate(self) -> None:
+        if self.log_every < 1:
+            raise ValueError(f"logging.log_every must be >= 1, got {self.log_every}")
+
+
+@dataclass
+class PlanSection:
+    """The cluster a recipe is sized for. Informational for the run (Slurm allocates the real one);
+    the scaling model (megatron_uniapl/scaling) checks the recipe's memory against it."""
+
+    nodes: int = 1
+    """Nodes the layout was planned for."""
+    gpus_per_node: int = 8
+    """GPUs per node."""
+    gpu_memory_gib: float = 80.0
+    """Memory per GPU in GiB (H100 80GB)."""
+    resident_gib: float = 0.0
+    """Other memory resident on every GPU in both phases, in GiB (e.g. a frozen discriminator's
+    bf16 weights: 2 bytes x its parameters)."""
+    arch: str | None = None
+    """Shipped Qwen3 size of recipes/models/qwen3_<arch>.json ("0p6b", "1p7b", "4b", "8b", "14b",
+    "32b") that the scaling model plans with; None = read model.hf_dir/config.json."""
+
+    @property
+    def world(self) -> int:
+        return self.nodes * self.gpus_per_node
+
+    def validate(self) -> None:
+        if self.nodes < 1 or self.gpus_per_node < 1 or self.gpu_memory_gib <= 0 or self.resident_gib < 0:
+            raise ValueError("plan.nodes and plan.gpus_per_node must be >= 1, plan.gpu_memory_gib > 0, "
+                             "plan.resident_gib >= 0")
+
+
+@dataclass
+class RunConfig:
+    """A whole training run."""
+
+    name: str = "run"
+    """Short name for logs and wandb."""
+    model: ModelSection = field(default_factory=ModelSection)
+    """The model and its parallel layout."""
+    objective: ObjectiveSection = field(default_factory=ObjectiveSection)
+    """The loss: variant, weights, schedule."""
+    rollout: RolloutSection = field(default_factory=RolloutSection)
+    """The rollout engine and sampling."""
+    discriminator: DiscriminatorSection = field(default_factory=DiscriminatorSection)
+    """The adversarial scorer."""
+    reward: RewardSection = field(default_factory=RewardSection)
+    """The task reward."""
+    data: DataSection = field(default_factory=DataSection)
+    """Data sets and per-step amounts."""
+    optimizer: OptimizerSection = field(default_factory=OptimizerSection)
+    """Optimizer and LR schedule."""
+    train: TrainSection = field(default_factory=TrainSection)
+    """Run length, seed and batching."""
+    checkpoint: CheckpointSection = field(default_factory=CheckpointSection)
+    """Checkpoint schedule and resume."""
+    logging: LoggingSection = field(default_factory=LoggingSection)
+    """Metrics and logs."""
+    plan: PlanSection = field(default_factory=PlanSection)
+    """The cluster the recipe is sized for (scaling arithmetic only)."""
+
+    @property
+    def checkpoint_dir(self) -> str:
+        """`checkpoint.dir`, or `<run_dir>/checkpoints` when unset."""
+        return self.checkpoint.dir or f"{self.logging.run_dir.rstrip('/')}/checkpoints"
+
+    def validate(self) -> RunConfig:
+        """Check every section and their agreement; raise ConfigError naming the field. Returns self."""
+        if self.model.hf_dir is None:
+            raise ConfigError("model.hf_dir is not set; the architecture is read from its config.json")
+        for name in ("model", "rollout", "discriminator", "reward", "data", "optimizer", "train",
+                     "checkpoint", "logging", "plan"):
+            _checked(name, getattr(self, name).validate)
+        objective = self.objective_config()
+        needs_engine = any(s.uses_rollouts for s in objective.stages)
+        try:
+            objective.check_requirements(
+                has_rollout_engine=True, has_references=True, has_demonstrations=self.data.demo_file is not None
+            )
+        except ValueError as err:
+            raise ConfigError(str(err)) from err
+        if any(s.rollout_prompts == "rl" for s in objective.stages) and self.data.rl_prompt_file is None:
+            raise ConfigError(f"objective {objective.variant!r} rolls out RL prompts but data.rl_prompt_file is not set")
+        if any(s.uses_discriminator for s in objective.stages) and self.discriminator.kind == "none":
+            raise ConfigError(
+                f"objective {objective.variant!r} uses the discriminator (lambda_adv or lambda_shape > 0) "
+                f"but discriminator.kind is 'none'; choose frozen, cotrained or overlap"
+            )
+        if needs_engine:
+            longest = self.data.max_prompt_tokens + self.rollout.sampling.max_tokens
+            if longest > self.rollout.engine.max_model_len:
+                raise ConfigError(
+                    f"data.max_prompt_tokens ({self.data.max_prompt_tokens}) + rollout.sampling.max_tokens "
+                    f"({self.rollout.sampling.max_tokens}) = {longest} exceeds rollout.engine.max_model_len "
+                    f"({self.rollout.engine.max_model_len})"
+                )
+        longest_sample = self.data.max_prompt_tokens + max(self.data.max_response_tokens, self.rollout.sampling.max_tokens)
+        if longest_sample > self.train.micro_batch_tokens:
+            raise ConfigError(
+                f"train.micro_batch_tokens ({self.train.micro_batch_tokens}) cannot hold the longest sample "
+                f"(data.max_prompt_tokens + max(data.max_response_tokens, rollout.sampling.max_tokens) = {longest_sample})"
+            )
+        total = sum(s.steps or 0 for s in objective.stages[:-1])
+        if total >= self.train.steps:
+            raise ConfigError(
+                f"the stages before the last take {total} steps but train.steps is {self.train.steps}; "
+                f"the last stage would never run"
+            )
+        return self
+
+    def objective_config(self) -> ObjectiveConfig:
+        """The objective built from the `objective` section (validated)."""
+        try:
+            return self.objective.build()
+        except ConfigError:
+            raise
+        except ValueError as err:
+            raise ConfigError(str(err)) from err
+
+    def check_world(self, world_size: int) -> int:
+        """The data-parallel size for `world_size` ranks; ConfigError when the layout does not divide it."""
+        mp = self.model.model_parallel_size
+        if world_size % mp:
+            raise ConfigError(
+                f"{world_size} ranks are not divisible by model.tensor_parallel x pipeline_parallel x "
+                f"context_parallel = {mp}"
+            )
+        dp = world_size // mp
+        vllm_tp = self.rollout.engine.tensor_parallel_size
+        if world_size % vllm_tp:
+            raise ConfigError(f"{world_size} ranks are not divisible by rollout.engine.tensor_parallel_size={vllm_tp}")
+        return dp
+
+
+VARIANT_CHOICES = (*VARIANTS, "custom")
+"""Every accepted value of objective.variant."""

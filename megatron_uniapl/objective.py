@@ -1,0 +1,204 @@
+"""The UniAPL objective on Megatron: packed micro-batches in, the step's loss and metrics out.
+
+This is the thin layer between the pure losses (`megatron_uniapl.losses`) and Megatron's pipeline
+schedule (`megatron_uniapl.model.pipeline.run_microbatches`):
+
+1. `megatron_batch` turns one `PackedMicroBatch` (data/packing.py) into the dict the schedule feeds
+   every pipeline stage: input ids [1, T], position ids [1, T] and `packed_lengths` (the segment
+   lengths, padding tail included, so attention never crosses samples), plus the per-token loss
+   inputs that only the last stage reads.
+2. `attach_logprobs` runs the micro-batches forward only and stores per-token log-probs of the
+   targets under a key: "old_logprobs" (pi_old, the policy before this step's update) or
+   "ref_logprobs" (the frozen reference policy, for the KL term).
+3. `UniAPLLoss` is the `loss_fn`: vocabulary-parallel log-probs (no vocabulary gather under TP),
+   then `losses.uniapl.uniapl_loss` with the GLOBAL per-term token counts.
+
+Scaling contract with Megatron-Core 0.19 (read from `pipeline_parallel/schedules.py` and
+`distributed/distributed_data_parallel.py`): our models set `calculate_per_token_loss=True`, so
+  - the schedule does NOT divide the returned loss by the number of micro-batches, nor by the
+    returned token count (it only adds the count into a total);
+  - DDP uses `gradient_scaling_factor = 1.0` and SUMS gradients over data-parallel ranks;
+  - `finalize_model_grads(chunks, num_tokens)` would divide every gradient by the summed token
+    count; `model.distributed.train_step` therefore calls it with `num_tokens=None`, and
+    `config.finalize_model_grads_func` must stay unset while this loss is used.
+So the loss one micro-batch returns is exactly `sum_k w_k * sum_k(micro-batch) / N_k(global)`, and
+the summed gradient over micro-batches and ranks is the gradient of the global-batch objective.
+The count returned beside it (loss tokens of the micro-batch) is bookkeeping only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import torch
+
+from megatron_uniapl.data.packing import PackedBatch, PackedMicroBatch
+from megatron_uniapl.losses.config import PolicyGradientConfig, StepWeights
+from megatron_uniapl.losses.uniapl import uniapl_loss
+from megatron_uniapl.losses.vocab_parallel import vocab_parallel_entropy, vocab_parallel_logprobs
+
+LOSS_INPUT_KEYS = (
+    "sft_mask",
+    "rollout_mask",
+    "advantages",
+    "old_logprobs",
+    "rollout_logprobs",
+    "ref_logprobs",
+)
+"""Keys of a Megatron micro-batch dict that `uniapl_loss` consumes (absent or None = not given)."""
+
+
+def _device() -> torch.device:
+    return (
+        torch.device("cuda", torch.cuda.current_device())
+        if torch.cuda.is_available()
+        else torch.device("cpu")
+    )
+
+
+def megatron_batch(micro_batch: PackedMicroBatch, device: torch.device | None = None) -> dict:
+    """The schedule's view of one packed micro-batch (shapes as in data/packing.py, all [1, T]).
+
+    Keys: input_ids, position_ids, packed_lengths (list[int], sums to T), targets, sft_mask,
+    rollout_mask, advantages ({signal: [1, T]}), old_logprobs, rollout_logprobs, ref_logprobs.
+    """
+    device = device or _device()
+    cu = micro_batch.cu_seqlens.tolist()
+    lengths = [b - a for a, b in zip(cu[:-1], cu[1:])]
+    if sum(lengths) != micro_batch.input_ids.shape[1]:
+        raise ValueError(
+            f"cu_seqlens end at {cu[-1]} but the row has {micro_batch.input_ids.shape[1]} tokens"
+        )
+
+    def put(t):
+        return None if t is None else t.to(device)
+
+    rollout_logprobs = micro_batch.rollout_logprobs
+    if rollout_logprobs is None and not bool(micro_batch.rollout_mask.any()):
+        # Packing adds engine log-probs only to micro-batches holding rollouts; a demo-only one
+        # gets zeros, which no masked term ever reads, so TIS works on every micro-batch alike.
+        rollout_logprobs = torch.zeros_like(micro_batch.rollout_mask)
+
+    return {
+        "input_ids": put(micro_batch.input_ids),
+        "position_ids": put(micro_batch.position_ids),
+        "packed_lengths": lengths,
+        "targets": put(micro_batch.targets),
+        "sft_mask": put(micro_batch.sft_mask),
+        "rollout_mask": put(micro_batch.rollout_mask),
+        "advantages": {k: put(v) for k, v in micro_batch.advantages.items()},
+        "old_logprobs": put(micro_batch.old_logprobs),
+        "rollout_logprobs": put(rollout_logprobs),
+        "ref_logprobs": None,
+    }
+
+
+def rank_batches(packed: PackedBatch, dp_rank: int, device: torch.device | None = None) -> list[dict]:
+    """This data-parallel rank's micro-batches of a packed global batch, as `megatron_batch` dicts."""
+    if not 0 <= dp_rank < len(packed.micro_batches):
+        raise ValueError(
+            f"data-parallel rank {dp_rank} but the batch was packed for {len(packed.micro_batches)}"
+        )
+    return [megatron_batch(mb, device) for mb in packed.micro_batches[dp_rank]]
+
+
+def _logprob_loss_fn(logits: torch.Tensor, batch: dict):
+    logprobs = vocab_parallel_logprobs(logits, batch["targets"])
+    return logprobs.sum() * 0.0, torch.tensor(0, dtype=torch.int), {"logprobs": logprobs.detach()}
+
+
+def compute_logprobs(
+    model_chunks: list[torch.nn.Module], batches: Sequence[dict]
+) -> list[torch.Tensor] | None:
+    """Per-token log-probs [1, T] of every micro-batch's targets, forward only, no gradient.
+
+    Returns the list on the last pipeline stage (identical on its tensor-parallel ranks) and None
+    on the other stages, which never compute a loss. Collective over the model-parallel group.
+    """
+    from megatron_uniapl.model.pipeline import run_microbatches
+
+    was_training = [c.training for c in model_chunks]
+    for c in model_chunks:
+        c.eval()
+    try:
+        with torch.no_grad():
+            out = run_microbatches(model_chunks, list(batches), loss_fn=_logprob_loss_fn, forward_only=True)
+    finally:
+        for c, mode in zip(model_chunks, was_training):
+            c.train(mode)
+    if not out:
+        return None
+    return [m["logprobs"] for m in out]
+
+
+def attach_logprobs(
+    model_chunks: list[torch.nn.Module], batches: Sequence[dict], key: str = "old_logprobs"
+) -> None:
+    """Store `compute_logprobs` under `batches[i][key]` ("old_logprobs" or "ref_logprobs").
+
+    Old log-probs come from the policy chunks before the update; reference log-probs from the
+    frozen reference policy's chunks (same pipeline layout). Both are read on rollout tokens only,
+    so micro-batches without rollout tokens are not run and get zeros (never read: every term
+    that reads them is masked to rollout tokens). On stages other than the last the batches are
+    left unchanged (they never read it).
+    """
+    if key not in ("old_logprobs", "ref_logprobs"):
+        raise ValueError(f"key must be 'old_logprobs' or 'ref_logprobs', got {key!r}")
+    # Interleaved pipelines need a micro-batch count that fits their schedule: run them all.
+    needed = [b for b in batches if len(model_chunks) > 1 or bool(b["rollout_mask"].any())]
+    logprobs = compute_logprobs(model_chunks, needed) if needed else []
+    if logprobs is None:
+        return
+    for batch, lp in zip(needed, logprobs):
+        batch[key] = lp
+    for batch in batches:
+        if key not in batch or batch[key] is None:
+            batch[key] = torch.zeros_like(batch["rollout_mask"])
+
+
+@dataclass
+class UniAPLLoss:
+    """`loss_fn` for `run_microbatches`: this micro-batch's share of the step's UniAPL objective.
+
+    Returns (loss, loss tokens of the micro-batch, metrics); see the module docstring for why
+    the loss is already divided by the global counts and nothing else may rescale it. Metrics are
+    shares of token means (sum them over micro-batches and data-parallel ranks) plus `loss/total`.
+    """
+
+    weights: StepWeights
+    """The objective's weights at this optimizer step (`ObjectiveConfig.weights_at`)."""
+    pg: PolicyGradientConfig
+    """Surrogate, TIS and KL-estimator settings."""
+    global_counts: Mapping[str, int]
+    """N_k per term over the whole global batch (`PackedBatch.term_counts()`)."""
+    with_entropy: bool = True
+    """Log the policy entropy on each term's tokens (one extra vocabulary-parallel reduction)."""
+
+    def __call__(self, logits: torch.Tensor, batch: dict):
+        logprobs = vocab_parallel_logprobs(logits, batch["targets"])
+        entropy = None
+        if self.with_entropy:
+            with torch.no_grad():
+                entropy = vocab_parallel_entropy(logits.detach())
+        inputs = {k: batch.get(k) for k in LOSS_INPUT_KEYS}
+        loss, metrics = uniapl_loss(
+            logprobs,
+            weights=self.weights,
+            pg=self.pg,
+            global_counts=self.global_counts,
+            entropy=entropy,
+            **inputs,
+        )
+        metrics["loss/total"] = loss.detach()
+        num_tokens = (batch["sft_mask"].sum() + batch["rollout_mask"].sum()).to(torch.int)
+        return loss, num_tokens, metrics
+
+
+def sum_metrics(per_micro_batch: Sequence[Mapping[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """Sum the metric dicts of this rank's micro-batches (they are shares of global token means)."""
+    total: dict[str, torch.Tensor] = {}
+    for metrics in per_micro_batch:
+        for k, v in metrics.items():
+            total[k] = total[k] + v.detach().float() if k in total else v.detach().float().clone()
+    return total

@@ -1,0 +1,229 @@
+"""Everything a training run holds, built from its `RunConfig`: model chunks, optimizer, rollout
+engine and co-location schedule, discriminator, data streams, and the resume from a checkpoint.
+
+`train.py` keeps only the algorithm; this module answers "where does each part come from".
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+
+from megatron_uniapl import checkpoint as ckpt
+from megatron_uniapl import parallel
+from megatron_uniapl.config_sections import RunConfig
+from megatron_uniapl.data.schemas import read_demonstrations, read_rl_prompts
+from megatron_uniapl.data.stream import OverlongCounter, RecordStream
+from megatron_uniapl.losses.config import ObjectiveConfig
+from megatron_uniapl.model.hf_config import Qwen3Arch, load_qwen3_arch
+from megatron_uniapl.tokenizer import Tokenizer, check_vocab, load_tokenizer
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class Runtime:
+    """The live parts of a run."""
+
+    config: RunConfig
+    objective: ObjectiveConfig
+    arch: Qwen3Arch
+    tokenizer: Tokenizer
+    chunks: list  # DDP-wrapped model chunks of this rank's pipeline stage
+    optimizer: object
+    scheduler: object
+    dp_rank: int
+    dp_size: int
+    demo_stream: RecordStream | None
+    rl_stream: RecordStream | None
+    overlong: OverlongCounter = field(default_factory=OverlongCounter)
+    reference_chunks: list | None = None
+    engine: object | None = None
+    colocation: object | None = None
+    weight_sync: object | None = None
+    discriminator: object | None = None
+    step: int = 0
+    nonfinite_in_a_row: int = 0
+
+    @property
+    def modules(self) -> list:
+        """The model chunks without their DDP wrappers (what conversion and sync read)."""
+        return [getattr(c, "module", c) for c in self.chunks]
+
+    def common_state(self) -> dict:
+        return {
+            "step": self.step,
+            "scheduler": self.scheduler.state_dict(),
+            "demo_stream": self.demo_stream.state_dict() if self.demo_stream else None,
+            "rl_stream": self.rl_stream.state_dict() if self.rl_stream else None,
+            "nonfinite_in_a_row": self.nonfinite_in_a_row,
+            "model_config": self.arch.__dict__,
+            "discriminator": self.discriminator.state_dict() if hasattr(self.discriminator, "state_dict") else None,
+        }
+
+
+def _model_dir(config: RunConfig) -> Path:
+    hf_dir = Path(config.model.hf_dir)
+    if config.model.create_tiny and not (hf_dir / "config.json").is_file():
+        from megatron_uniapl.model.tiny import create_tiny_qwen3
+
+        if not dist.is_initialized() or dist.get_rank() == 0:
+            logger.info("creating a tiny random Qwen3 with the real tokenizer in %s", hf_dir)
+            create_tiny_qwen3(hf_dir, seed=config.train.seed)
+        if dist.is_initialized():
+            dist.barrier()
+    return hf_dir
+
+
+def build_policy(config: RunConfig, arch: Qwen3Arch, hf_dir: Path, frozen: bool = False) -> list:
+    """Model chunks of this rank (DDP-wrapped unless frozen), initialized from HF or a checkpoint."""
+    from megatron.core import parallel_state
+
+    from megatron_uniapl.convert.hf_io import HFCheckpointReader
+    from megatron_uniapl.convert.mcore_checkpoint import load_model_weights
+    from megatron_uniapl.convert.megatron_params import load_hf_into_model
+    from megatron_uniapl.model.builder import build_qwen3_model
+    from megatron_uniapl.model.distributed import wrap_ddp
+
+    options = config.model
+    vpp = options.virtual_pipeline_stages
+    chunks = [build_qwen3_model(arch, options, vp_stage=v if vpp else None) for v in range(vpp or 1)]
+    if config.model.init_checkpoint:
+        load_model_weights(chunks, Path(config.model.init_checkpoint) / "weights")
+    else:
+        tp_rank = parallel_state.get_tensor_model_parallel_rank()
+        with HFCheckpointReader(hf_dir) as reader:
+            for chunk in chunks:
+                load_hf_into_model(chunk, reader, arch, tp_rank, options.tensor_parallel)
+    if frozen:
+        for chunk in chunks:
+            chunk.eval()
+            chunk.requires_grad_(False)
+        return chunks
+    return wrap_ddp(chunks, optimizer_settings(config))
+
+
+def optimizer_settings(config: RunConfig):
+    from megatron_uniapl.model.distributed import OptimizerSettings
+
+    o = config.optimizer
+    return OptimizerSettings(
+        lr=o.lr, min_lr=o.min_lr, warmup_steps=o.warmup_steps, decay_style=o.decay,
+        weight_decay=o.weight_decay, adam_beta1=o.betas[0], adam_beta2=o.betas[1], adam_eps=o.eps,
+        clip_grad=o.clip_grad, use_distributed_optimizer=o.use_distributed_optimizer,
+    )
+
+
+def _discriminator(config: RunConfig, uses_it: bool):
+    kind = config.discriminator.kind
+    if not uses_it or kind == "none":
+        return None
+    if kind == "overlap":
+        from megatron_uniapl.discriminator.overlap import OverlapF1Scorer
+
+        return OverlapF1Scorer()
+    if kind == "frozen":
+        from megatron_uniapl.discriminator.frozen import FrozenRewardModel
+
+        return FrozenRewardModel(config.discriminator.frozen)
+    raise NotImplementedError(
+        "discriminator.kind='cotrained' is not wired into the training loop yet: "
+        "megatron_uniapl/discriminator/megatron_backbone.py trains it standalone; use frozen or overlap"
+    )
+
+
+def build_runtime(config: RunConfig) -> Runtime:
+    """Collective. Initializes the parallel state and builds every part of the run."""
+    from megatron.core import parallel_state
+
+    from megatron_uniapl.model.distributed import build_optimizer
+
+    m = config.model
+    parallel.initialize(m.tensor_parallel, m.pipeline_parallel, m.virtual_pipeline_stages, m.context_parallel, seed=config.train.seed)
+    dp_size = config.check_world(dist.get_world_size())
+    objective = config.objective_config()
+    hf_dir = _model_dir(config)
+    arch = load_qwen3_arch(hf_dir)
+    tokenizer = load_tokenizer(config.model.tokenizer or hf_dir)
+    check_vocab(tokenizer.vocab_size, arch.vocab_size, where=str(config.model.tokenizer or hf_dir))
+
+    stages = objective.stages
+    uses_demos = any(s.uses_demos or s.rollout_prompts == "demo" for s in stages)
+    uses_rl = any(s.rollout_prompts == "rl" for s in stages)
+    seed = config.data.shuffle_seed
+    demo_stream = RecordStream(read_demonstrations(config.data.demo_file), seed, config.data.demo_file) if uses_demos else None
+    rl_stream = RecordStream(read_rl_prompts(config.data.rl_prompt_file), seed + 1, config.data.rl_prompt_file) if uses_rl else None
+
+    chunks = build_policy(config, arch, hf_dir)
+    optimizer, scheduler = build_optimizer(chunks, optimizer_settings(config), total_steps=config.train.steps)
+    reference = build_policy(config, arch, hf_dir, frozen=True) if any(s.beta > 0 for s in stages) else None
+    rt = Runtime(
+        config=config, objective=objective, arch=arch, tokenizer=tokenizer, chunks=chunks,
+        optimizer=optimizer, scheduler=scheduler, dp_rank=parallel_state.get_data_parallel_rank(),
+        dp_size=dp_size, demo_stream=demo_stream, rl_stream=rl_stream, reference_chunks=reference,
+        discriminator=_discriminator(config, any(s.uses_discriminator for s in stages)),
+    )
+    _resume(rt)
+    if any(s.uses_rollouts for s in stages):
+        _start_engine(rt, hf_dir)
+    return rt
+
+
+def _start_engine(rt: Runtime, hf_dir: Path) -> None:
+    from megatron_uniapl.rollout.megatron_sync import MegatronWeightSync, check_engine_layout
+    from megatron_uniapl.rollout.vllm_engine import VLLMEngine
+    from megatron_uniapl.scheduler.colocation import ColocationScheduler
+    from megatron_uniapl.scheduler.megatron_state import megatron_train_state
+
+    check_engine_layout(rt.config.rollout.engine.tensor_parallel_size)
+    # The engine starts from the HF weights (version -1 = "not the trainer's yet"): the first
+    # rollout always pushes the trainer's weights, after a resume too.
+    rt.engine = VLLMEngine(hf_dir, rt.config.rollout.engine, weight_version=-1)
+    rt.weight_sync = MegatronWeightSync(rt.modules, rt.arch)
+    rt.colocation = ColocationScheduler(
+        rt.engine, megatron_train_state(rt.chunks, rt.optimizer), trainer_version=lambda: rt.step
+    )
+
+
+def _resume(rt: Runtime) -> None:
+    """Load the checkpoint `checkpoint.resume` asks for: auto (latest, if any), none, or a path."""
+    mode = rt.config.checkpoint.resume
+    if mode == "none":
+        if ckpt.complete_iterations(rt.config.checkpoint_dir):
+            raise ckpt.CheckpointError(
+                f"checkpoint.resume=none but {rt.config.checkpoint_dir} already holds checkpoints; "
+                f"use resume=auto to continue, or another logging.run_dir / checkpoint.dir"
+            )
+        return
+    path = ckpt.latest_checkpoint(rt.config.checkpoint_dir) if mode == "auto" else Path(mode)
+    if path is None:
+        return
+    state, common, marker = ckpt.load_checkpoint(path, ckpt.training_sharded_state(rt.chunks, rt.optimizer, is_loading=True))
+    if common["model_config"] != rt.arch.__dict__:
+        raise ckpt.CheckpointError(f"{path} was written for another model architecture than {rt.config.model.hf_dir}")
+    ckpt.apply_training_state(state, rt.chunks, rt.optimizer)
+    rt.scheduler.load_state_dict(common["scheduler"])
+    rt.step = common["step"]
+    rt.nonfinite_in_a_row = common["nonfinite_in_a_row"]
+    if rt.demo_stream and common["demo_stream"]:
+        rt.demo_stream.load_state_dict(common["demo_stream"])
+    if rt.rl_stream and common["rl_stream"]:
+        rt.rl_stream.load_state_dict(common["rl_stream"])
+    logger.info("resumed from %s at step %d", path, rt.step)
+
+
+def save(rt: Runtime) -> None:
+    ckpt.save_checkpoint(
+        rt.config.checkpoint_dir, rt.step, ckpt.training_sharded_state(rt.chunks, rt.optimizer),
+        rt.common_state(), keep_last=rt.config.checkpoint.keep_last, meta={"run": rt.config.name},
+    )
+
+
+def shutdown(rt: Runtime) -> None:
+    if rt.engine is not None:
+        rt.engine.shutdown()
+    parallel.destroy()

@@ -1,0 +1,27 @@
+#!/bin/bash
+#SBATCH --job-name=qwen3-4b-uniapl
+#SBATCH --nodes=1
+#SBATCH --ntasks-per-node=1
+#SBATCH --gpus-per-node=8
+#SBATCH --exclusive
+#SBATCH --time=24:00:00
+#SBATCH --output=%x-%j.out
+# Qwen3-4B UniAPL on one 8-GPU node (the mission's main job).
+#
+#   sbatch slurm/qwen3_4b_uniapl.sh [RECIPE] [section.field=value ...]      (from the repository root)
+#   DRY_RUN=1 bash slurm/qwen3_4b_uniapl.sh ...                             (check and print the launch command)
+#
+# RECIPE defaults to recipes/qwen3_4b.yaml; overrides are passed to the recipe as given. The node count
+# is the allocation's (sbatch --nodes=N overrides the default above); see slurm/common.sh.
+set -euo pipefail
+common="${UNIAPL_REPO:-${SLURM_SUBMIT_DIR:-$PWD}}/slurm/common.sh"
+[[ -f "$common" ]] || { echo "error: $common not found; submit from the repository root or set UNIAPL_REPO" >&2; exit 1; }
+# shellcheck source=common.sh
+source "$common"
+
+recipe="recipes/qwen3_4b.yaml"
+if [[ $# -ge 1 && "$1" != *=* ]]; then
+    recipe="$1"
+    shift
+fi
+uniapl_train "$recipe" "$@"

