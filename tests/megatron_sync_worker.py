@@ -12,18 +12,21 @@ from __future__ import annotations
 import json
 
 import torch.distributed as dist
-
 from sync_helpers import FP32_TOL, engine_config, one_step, prompts_and_checks
 
 
 def scenario(engine, hf_dir: str, name: str, tp: int, pp: int, version: int) -> dict:
     from megatron.core import parallel_state as ps
+    from parity_utils import megatron_from_hf
 
     from megatron_uniapl import parallel
     from megatron_uniapl.rollout.engine import SamplingConfig
-    from megatron_uniapl.rollout.megatron_sync import MegatronSyncConfig, check_engine_layout, sync_megatron_weights
+    from megatron_uniapl.rollout.megatron_sync import (
+        MegatronSyncConfig,
+        check_engine_layout,
+        sync_megatron_weights,
+    )
     from megatron_uniapl.rollout.megatron_verify import verify_megatron_sync
-    from parity_utils import megatron_from_hf
 
     parallel.initialize(tp, pp)
     check_engine_layout(engine.config.tensor_parallel_size)

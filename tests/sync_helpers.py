@@ -38,9 +38,9 @@ def one_step(chunks, sequences: list[list[int]], lr: float = 1e-2) -> None:
     """
     import torch.distributed as dist
     from megatron.core import parallel_state as ps
+    from parity_utils import lm_loss_fn
 
     from megatron_uniapl.model.pipeline import run_microbatches
-    from parity_utils import lm_loss_fn
 
     params = [p for c in chunks for p in c.parameters()]
     optimizer = torch.optim.Adam(params, lr=lr)

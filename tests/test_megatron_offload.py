@@ -15,8 +15,9 @@ def _storage(t):
 
 
 def _step(ddp, optimizer, ids):
-    from megatron_uniapl.model.pipeline import run_microbatches
     from parity_utils import lm_loss_fn
+
+    from megatron_uniapl.model.pipeline import run_microbatches
 
     ddp.zero_grad_buffer()
     optimizer.zero_grad()
@@ -28,15 +29,21 @@ def _step(ddp, optimizer, ids):
 
 
 def test_megatron_grad_buffers_and_optimizer_state_offload_and_return(tiny_tied, megatron_world):
-    from megatron.core.distributed import DistributedDataParallel, DistributedDataParallelConfig
-    from megatron.core.optimizer import OptimizerConfig, get_megatron_optimizer
-
-    from megatron_uniapl.scheduler.megatron_state import (
-        grad_buffer_tensors, megatron_train_state, megatron_train_state_tensors, optimizer_tensors,
+    from megatron.core.distributed import (
+        DistributedDataParallel,
+        DistributedDataParallelConfig,
     )
+    from megatron.core.optimizer import OptimizerConfig, get_megatron_optimizer
     from parity_utils import megatron_from_hf
 
-    _, model = megatron_from_hf(tiny_tied)
+    from megatron_uniapl.scheduler.megatron_state import (
+        grad_buffer_tensors,
+        megatron_train_state,
+        megatron_train_state_tensors,
+        optimizer_tensors,
+    )
+
+    arch, model = megatron_from_hf(tiny_tied)
     ddp = DistributedDataParallel(
         model.config, DistributedDataParallelConfig(use_distributed_optimizer=True, grad_reduce_in_fp32=True), model
     )
@@ -56,6 +63,18 @@ def test_megatron_grad_buffers_and_optimizer_state_offload_and_return(tiny_tied,
     params = {_storage(p) for p in model.parameters()}
     collected = megatron_train_state_tensors([ddp], optimizer)
     assert not params & {_storage(t) for t in collected}
+
+    # The sync streams from the DDP-wrapped chunks the trainer holds, as from the bare model.
+    from megatron_uniapl.rollout.megatron_sync import (
+        iter_model_buckets,
+        megatron_hf_shapes,
+    )
+
+    wrapped = [(n, t) for b in iter_model_buckets([ddp], arch, 1 << 20) for n, t in b]
+    bare = [(n, t) for b in iter_model_buckets([model], arch, 1 << 20) for n, t in b]
+    assert [n for n, _ in wrapped] == [n for n, _ in bare] and len(wrapped) == 24
+    assert all(torch.equal(a, b) for (_, a), (_, b) in zip(wrapped, bare))
+    assert megatron_hf_shapes([ddp], arch)["model.embed_tokens.weight"] == (151936, 64)
 
     snapshot = [t.clone() for t in collected]
     logits = model(ids, torch.arange(20)[None], None).detach()

@@ -59,7 +59,11 @@ def main(argv: list[str] | None = None) -> int:
     from megatron_uniapl.model.hf_config import load_qwen3_arch
     from megatron_uniapl.model.options import ModelOptions
     from megatron_uniapl.model.tiny import create_tiny_qwen3
-    from megatron_uniapl.rollout.megatron_sync import MegatronSyncConfig, iter_model_buckets, sync_megatron_weights
+    from megatron_uniapl.rollout.megatron_sync import (
+        MegatronSyncConfig,
+        iter_model_buckets,
+        sync_megatron_weights,
+    )
     from megatron_uniapl.rollout.vllm_config import VLLMEngineConfig
     from megatron_uniapl.rollout.vllm_engine import VLLMEngine
 

@@ -39,7 +39,12 @@ import torch.distributed as dist
 from megatron_uniapl.convert.megatron_params import global_param_names, iter_hf_tensors
 from megatron_uniapl.convert.qwen3 import all_maps, from_megatron_shards
 from megatron_uniapl.model.hf_config import Qwen3Arch
-from megatron_uniapl.rollout.weight_sync import DEFAULT_BUCKET_BYTES, SyncStats, bucketize, push_buckets
+from megatron_uniapl.rollout.weight_sync import (
+    DEFAULT_BUCKET_BYTES,
+    SyncStats,
+    bucketize,
+    push_buckets,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -70,6 +75,13 @@ class MegatronSyncConfig:
             raise ValueError(f"MegatronSyncConfig.bucket_bytes must be positive, got {self.bucket_bytes}")
         if self.dtype is not None and not isinstance(getattr(torch, self.dtype, None), torch.dtype):
             raise ValueError(f"MegatronSyncConfig.dtype: unknown dtype {self.dtype!r}")
+
+
+def unwrap(chunk: torch.nn.Module) -> torch.nn.Module:
+    """The model under Megatron's wrappers (DDP, Float16Module keep it in `.module`)."""
+    while isinstance(getattr(chunk, "module", None), torch.nn.Module):
+        chunk = chunk.module
+    return chunk
 
 
 def _groups():
@@ -105,7 +117,7 @@ def megatron_hf_shapes(chunks: list[torch.nn.Module], arch: Qwen3Arch) -> dict[s
     tp_group, pp_group = _groups()
     tp_size = dist.get_world_size(tp_group) if tp_group is not None else 1
     local: dict[str, tuple[int, ...]] = {}
-    for chunk in chunks:
+    for chunk in map(unwrap, chunks):
         maps = {m.megatron: m for m in all_maps(arch, getattr(chunk, "uniapl_spec", "portable"))}
         params = dict(chunk.named_parameters())
         for name, global_name in global_param_names(chunk).items():
@@ -146,7 +158,7 @@ def check_layout(trainer: dict[str, tuple[int, ...]], engine: dict[str, tuple[in
 
 
 def _stage_stream(chunks, arch, tp_group, dtype) -> Iterator[tuple[str, torch.Tensor]]:
-    for chunk in chunks:
+    for chunk in map(unwrap, chunks):
         yield from iter_hf_tensors(chunk, arch, tp_group, dtype)
 
 
@@ -182,7 +194,8 @@ def iter_model_buckets(
     """Buckets of (HF name, full tensor) covering the whole model, the same on every rank.
 
     Collective over the tensor-parallel and pipeline groups: every rank must consume the
-    iterator to the end, in step with the others. Pipeline stage s packs each bucket of its own
+    iterator to the end, in step with the others. `chunks` may be wrapped in Megatron's DDP.
+    Pipeline stage s packs each bucket of its own
     tensors into one byte buffer and broadcasts it (header first, as an object) to the other
     stages; an empty header ends the stage.
     """
@@ -209,7 +222,7 @@ def iter_model_buckets(
             header = box[0]
             if not header:
                 break
-            name, shape, dt, off, n = header[-1]
+            *_, off, n = header[-1]
             buffer = torch.empty(off + n, dtype=torch.uint8, device=device)
             dist.broadcast(buffer, src=src, group=pp_group)
             yield _unpack(header, buffer)
@@ -227,6 +240,11 @@ def sync_megatron_weights(
     Called on every rank of the model-parallel group, each with its own engine shard. The engine
     resets its prefix cache at the end of the update. Returns what moved and how fast (bytes as
     loaded into this rank's engine, i.e. the whole model; time includes gathers and broadcasts).
+
+    Failures: the layout check runs before any tensor moves, so a wrong model fails on every rank
+    alike. An engine error in the middle of a pipeline-parallel push stops this rank's stream
+    while other stages may still be broadcasting; treat it as fatal for the job (the engine is
+    marked as holding mixed weights anyway).
     """
     config = config or MegatronSyncConfig()
     config.validate()

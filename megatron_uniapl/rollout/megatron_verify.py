@@ -21,7 +21,11 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-from megatron_uniapl.rollout.weight_sync import SyncCheck, WeightSyncMismatchError, compare_logprobs
+from megatron_uniapl.rollout.weight_sync import (
+    SyncCheck,
+    WeightSyncMismatchError,
+    compare_logprobs,
+)
 
 logger = logging.getLogger(__name__)
 

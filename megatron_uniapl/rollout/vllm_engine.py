@@ -55,6 +55,27 @@ def _default_process_group_kept():
         dist.destroy_process_group = original
 
 
+@contextlib.contextmanager
+def _unique_cpu_shm_names(active: bool):
+    """vLLM's CPU communicator names its shared-memory segment after the port of its init method,
+    which is the constant "env://" under external_launcher: two co-located CPU worlds on one
+    machine (two test runs) then create the same segment and the second fails with "create shm
+    in SHMManager failed. errno: 17". The trainer world's MASTER_PORT, the same on all its ranks
+    and unique on the machine while it runs, is appended to the name during start-up."""
+    if not active:
+        yield
+        return
+    from vllm.distributed.device_communicators.cpu_communicator import _CPUSHMDistributed
+
+    original = _CPUSHMDistributed.__dict__["make_group_name"]
+    suffix = os.environ.get("MASTER_PORT", "0")
+    _CPUSHMDistributed.make_group_name = staticmethod(lambda comm: f"{original.__func__(comm)}-{suffix}")
+    try:
+        yield
+    finally:
+        _CPUSHMDistributed.make_group_name = original
+
+
 def _validate_sampling(sampling: SamplingConfig) -> None:
     if sampling.n < 1:
         raise ValueError(f"SamplingConfig.n must be >= 1, got {sampling.n}")
@@ -132,8 +153,10 @@ class VLLMEngine:
         if cfg.block_size is not None:
             kwargs["block_size"] = cfg.block_size
         logger.info("starting vLLM (%s) for %s", "CPU" if self.on_cpu else "GPU", self.model_dir)
+        shared_world = self.on_cpu and cfg.distributed_executor_backend == "external_launcher"
         try:
-            return LLM(str(self.model_dir), **kwargs)
+            with _unique_cpu_shm_names(shared_world):
+                return LLM(str(self.model_dir), **kwargs)
         except Exception as err:
             raise RuntimeError(
                 f"vLLM failed to start for {self.model_dir}: {type(err).__name__}: {err}"
