@@ -23,8 +23,7 @@ def _step(ddp, optimizer, ids):
     optimizer.zero_grad()
     micro = [{"input_ids": ids, "position_ids": torch.arange(ids.shape[1])[None], "labels": ids}]
     run_microbatches([ddp], micro, loss_fn=lm_loss_fn(ids.shape[1] - 1))
-    # Data parallelism 1: the grad buffer already holds the reduced gradients. (DDP's
-    # finish_grad_sync calls torch.cuda.current_stream(), which the CPU support lacks.)
+    ddp.finish_grad_sync()
     optimizer.step()
 
 

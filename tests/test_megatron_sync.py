@@ -38,14 +38,22 @@ def max_diff(a, b):
 
 
 @pytest.fixture(scope="module")
-def policy(tiny_tied, megatron_world):
+def module_world():
+    """One Megatron world (TP=1, PP=1) for the module: the engine and model outlive single tests."""
+    from megatron_uniapl import parallel
+
+    parallel.initialize(1, 1)
+
+
+@pytest.fixture(scope="module")
+def policy(tiny_tied, module_world):
     from parity_utils import megatron_from_hf
 
     return megatron_from_hf(tiny_tied)
 
 
 @pytest.fixture(scope="module")
-def engine(tiny_tied, megatron_world):
+def engine(tiny_tied, module_world):
     from megatron_uniapl.rollout.vllm_engine import VLLMEngine
 
     eng = VLLMEngine(tiny_tied, engine_config())

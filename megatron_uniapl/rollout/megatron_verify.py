@@ -1,9 +1,9 @@
 """Did the sync work? Score fixed token sequences with the engine and with the Megatron trainer.
 
 The trainer's log-probs come from Megatron's own forward (`run_microbatches`, forward only, the
-pipeline schedule included) and are computed on the vocabulary-parallel logits with Megatron's
-`vocab_parallel_cross_entropy` (-log p of the target), so the full-vocabulary logits are never
-gathered. The last pipeline stage broadcasts them to the other stages; every rank then compares
+pipeline schedule included) and are computed on the vocabulary-parallel logits with the trainer's
+own `losses.vocab_parallel.vocab_parallel_logprobs`, so the full-vocabulary logits are never
+gathered and the check covers the function that computes the training log-probs. The last pipeline stage broadcasts them to the other stages; every rank then compares
 them with its engine's scores, and the verdict is reduced over the model-parallel group so that
 all ranks pass or raise together (a rank that raised alone would leave the others hanging in the
 next collective).
@@ -68,8 +68,8 @@ def megatron_logprobs(
     to one length (causal attention: padding cannot change earlier positions).
     """
     from megatron.core import parallel_state as ps
-    from megatron.core import tensor_parallel
 
+    from megatron_uniapl.losses.vocab_parallel import vocab_parallel_logprobs
     from megatron_uniapl.model.pipeline import run_microbatches
 
     if len(sequences) != len(prompt_lens):
@@ -87,10 +87,10 @@ def megatron_logprobs(
         micro.append({"input_ids": ids, "position_ids": torch.arange(ids.shape[1], device=device)[None]})
 
     def target_logprobs(logits: torch.Tensor, batch: dict):
-        # logits [1, s, V/tp]; position t predicts token t+1. The cross entropy edits its input.
+        # logits [1, s, V/tp]; position t predicts token t+1. The trainer's own log-prob function.
         targets = batch["input_ids"][:, 1:].contiguous()
-        nll = tensor_parallel.vocab_parallel_cross_entropy(logits[:, :-1].float().clone().contiguous(), targets)
-        return torch.zeros((), device=logits.device), torch.tensor(1), {"logprobs": -nll.detach()[0]}
+        logprobs = vocab_parallel_logprobs(logits[:, :-1], targets)
+        return torch.zeros((), device=logits.device), torch.tensor(1), {"logprobs": logprobs.detach()[0]}
 
     was_training = [c.training for c in chunks]
     for chunk in chunks:
