@@ -117,10 +117,12 @@ def _clean_leftovers(root: Path) -> None:
 
 
 def save_checkpoint(
-    root: str | Path, step: int, sharded: dict, common: dict, keep_last: int | None = None, meta: dict | None = None
+    root: str | Path, step: int, sharded: dict, common: dict, keep_last: int | None = None, meta: dict | None = None,
+    write_extra=None,
 ) -> Path:
     """Collective. `sharded`: a Megatron sharded state dict (model, optimizer, ...); `common`:
-    small picklable state saved once by rank 0. Returns the published directory."""
+    small picklable state saved once by rank 0; `write_extra(stage_dir)`: rank 0 writes more files
+    into the checkpoint before it is marked complete. Returns the published directory."""
     from megatron.core import dist_checkpointing
 
     root = Path(root)
@@ -139,6 +141,8 @@ def save_checkpoint(
     _barrier()
     if _rank() == 0:
         torch.save(common, stage / "common.pt")
+        if write_extra is not None:
+            write_extra(stage)
         marker = {"format": FORMAT, "step": step, "world_size": dist.get_world_size() if dist.is_initialized() else 1, **(meta or {})}
         (stage / MARKER).write_text(json.dumps(marker, indent=2))
         if final.exists():  # a re-save of the same step (e.g. after a resume): replace it

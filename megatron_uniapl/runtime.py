@@ -216,10 +216,32 @@ def _resume(rt: Runtime) -> None:
     logger.info("resumed from %s at step %d", path, rt.step)
 
 
+def _model_files(rt: Runtime):
+    """Writes what makes a training checkpoint also a model checkpoint: the HF config and
+    tokenizer and `uniapl_model.json`, so `tools/convert_hf.py export --mcore-dir iter_XXXXXXX`
+    (and `tools/eval.py`) accept it directly."""
+    import json
+
+    from megatron_uniapl.convert import mcore_checkpoint as model_ckpt
+
+    def write(stage: Path) -> None:
+        hf_dir = Path(rt.config.model.hf_dir)
+        has_tok = model_ckpt.copy_hf_files(hf_dir, stage / "hf")
+        m = rt.config.model
+        meta = model_ckpt.ModelCheckpointMeta(
+            hf_config=json.loads((hf_dir / "config.json").read_text()), spec=getattr(rt.modules[0], "uniapl_spec", "portable"),
+            tensor_parallel=m.tensor_parallel, pipeline_parallel=m.pipeline_parallel, dtype=m.dtype, has_tokenizer=has_tok,
+        )
+        (stage / model_ckpt.META_NAME).write_text(json.dumps(meta.to_json(), indent=2))
+
+    return write
+
+
 def save(rt: Runtime) -> None:
     ckpt.save_checkpoint(
         rt.config.checkpoint_dir, rt.step, ckpt.training_sharded_state(rt.chunks, rt.optimizer),
         rt.common_state(), keep_last=rt.config.checkpoint.keep_last, meta={"run": rt.config.name},
+        write_extra=_model_files(rt),
     )
 
 

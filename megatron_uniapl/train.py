@@ -178,16 +178,20 @@ def train(config) -> list[dict]:
     return history
 
 
-def summarize(history: list[dict], window: int = 5) -> str:
-    """Before/after task reward of this invocation (means over the first and last `window` steps)."""
-    rewards = [(h["step"], h["reward/task_mean"]) for h in history if "reward/task_mean" in h]
-    if len(rewards) < 2:
-        return "no rollout rewards in this run"
-    w = min(window, len(rewards) // 2)
-    first = sum(r for _, r in rewards[:w]) / w
-    last = sum(r for _, r in rewards[-w:]) / w
-    return (f"task reward: steps {rewards[0][0]}-{rewards[w - 1][0]} mean {first:.3f} -> "
-            f"steps {rewards[-w][0]}-{rewards[-1][0]} mean {last:.3f}")
+def summarize(history: list[dict], window: int = 10) -> str:
+    """Before/after table of this invocation: means over its first and last `window` steps."""
+    keys = ("reward/task_mean", "disc/score_mean", "loss/sft", "rollout/response_len_mean")
+    lines = []
+    for key in keys:
+        values = [(h["step"], h[key]) for h in history if h.get(key) is not None]
+        if len(values) < 2:
+            continue
+        w = min(window, len(values) // 2)
+        first = sum(v for _, v in values[:w]) / w
+        last = sum(v for _, v in values[-w:]) / w
+        lines.append(f"{key:28s} steps {values[0][0]:>4}-{values[w - 1][0]:<4} {first:8.3f}   ->   "
+                     f"steps {values[-w][0]:>4}-{values[-1][0]:<4} {last:8.3f}")
+    return "\n".join(lines) if lines else "nothing to summarize (no steps ran)"
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -89,7 +89,18 @@ def test_sft_variant_runs_without_an_engine(hf_dir, tmp_path):
     assert "megatron_uniapl.rollout" not in out, "an SFT run must not start the rollout engine"
     r = rows(tmp_path / "sft")
     assert sorted(r) == [1, 2] and "reward/task_mean" not in r[1] and r[1]["loss/sft"] > 0
-    assert (tmp_path / "sft" / "checkpoints" / "iter_0000002" / "uniapl_train.json").is_file()
+    iteration = tmp_path / "sft" / "checkpoints" / "iter_0000002"
+    assert (iteration / "uniapl_train.json").is_file()
+    # A training checkpoint is also a model checkpoint: it exports to a HF directory.
+    from transformers import AutoModelForCausalLM
+
+    from megatron_uniapl.convert.tool import main as convert
+
+    assert convert(["export", "--mcore-dir", str(iteration), "--out-dir", str(tmp_path / "hf_out")]) == 0
+    trained = AutoModelForCausalLM.from_pretrained(tmp_path / "hf_out")
+    original = AutoModelForCausalLM.from_pretrained(hf_dir)
+    moved = [n for n, p in trained.state_dict().items() if not p.equal(original.state_dict()[n])]
+    assert "model.embed_tokens.weight" in moved, "two SFT steps must have changed the weights"
 
 
 def test_bad_runs_fail_clearly(hf_dir, tmp_path):
