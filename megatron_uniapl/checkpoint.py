@@ -6,6 +6,7 @@ Layout under `<checkpoint_dir>`:
       weights/            dist_checkpointing: model (+ optimizer, + discriminator) sharded state
       common.pt           rank 0: step, LR schedule, data position, config, anything small
       rng/rank{r}.pt      each rank's RNG streams (torch, CUDA, Megatron tracker, python, numpy)
+      rng/state_rank{r}.pt  optional per-rank state (e.g. the co-trained discriminator's shard)
       uniapl_train.json   written last: marks the directory complete
     latest                the name of the newest complete iteration, replaced atomically
 
@@ -118,11 +119,13 @@ def _clean_leftovers(root: Path) -> None:
 
 def save_checkpoint(
     root: str | Path, step: int, sharded: dict, common: dict, keep_last: int | None = None, meta: dict | None = None,
-    write_extra=None,
+    write_extra=None, per_rank: dict | None = None,
 ) -> Path:
     """Collective. `sharded`: a Megatron sharded state dict (model, optimizer, ...); `common`:
     small picklable state saved once by rank 0; `write_extra(stage_dir)`: rank 0 writes more files
-    into the checkpoint before it is marked complete. Returns the published directory."""
+    into the checkpoint before it is marked complete; `per_rank`: state each rank saves for itself
+    (e.g. a tensor-parallel shard of a small model), read back by `load_rank_state`. Returns the
+    published directory."""
     from megatron.core import dist_checkpointing
 
     root = Path(root)
@@ -138,6 +141,8 @@ def save_checkpoint(
     _barrier()
     dist_checkpointing.save(sharded, str(stage / "weights"))
     torch.save(capture_rng(), stage / "rng" / f"rank{_rank()}.pt")
+    if per_rank is not None:
+        torch.save(per_rank, stage / "rng" / f"state_rank{_rank()}.pt")
     _barrier()
     if _rank() == 0:
         torch.save(common, stage / "common.pt")
@@ -182,6 +187,12 @@ def load_checkpoint(path: str | Path, sharded: dict, restore_rng_state: bool = T
         else:
             logger.warning("RNG state not restored: saved with world size %s, running with %s", marker.get("world_size"), world)
     return state, common, marker
+
+
+def load_rank_state(path: str | Path) -> dict | None:
+    """This rank's `per_rank` state of a checkpoint (None when it saved none)."""
+    file = Path(path) / "rng" / f"state_rank{_rank()}.pt"
+    return torch.load(file, weights_only=False) if file.is_file() else None
 
 
 def model_sharded_state(model_chunks: list) -> dict:

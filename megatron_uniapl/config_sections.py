@@ -140,7 +140,9 @@ class DiscriminatorSection:
     cotrained: CoTrainedDiscriminatorConfig = field(default_factory=CoTrainedDiscriminatorConfig)
     """Settings of kind "cotrained"."""
     cotrained_init: str | None = None
-    """kind "cotrained": HF directory of the sequence classifier it starts from."""
+    """kind "cotrained": a HF Qwen3 directory whose weights initialize the discriminator's
+    backbone (e.g. the policy's starting checkpoint, or a smaller Qwen3); its architecture is
+    the discriminator's. The scalar head starts random."""
 
     def validate(self) -> None:
         if self.kind == "frozen":

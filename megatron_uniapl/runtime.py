@@ -62,7 +62,6 @@ class Runtime:
             "rl_stream": self.rl_stream.state_dict() if self.rl_stream else None,
             "nonfinite_in_a_row": self.nonfinite_in_a_row,
             "model_config": self.arch.__dict__,
-            "discriminator": self.discriminator.state_dict() if hasattr(self.discriminator, "state_dict") else None,
         }
 
 
@@ -118,7 +117,21 @@ def optimizer_settings(config: RunConfig):
     )
 
 
-def _discriminator(config: RunConfig, uses_it: bool):
+def _cotrained_discriminator(config: RunConfig, tokenizer):
+    """A Qwen3 classifier on the Megatron model code, sharded like the policy (TP only)."""
+    from megatron_uniapl.discriminator.cotrained import CoTrainedDiscriminator
+    from megatron_uniapl.discriminator.megatron_backbone import build_megatron_discriminator
+    from megatron_uniapl.model.options import ModelOptions
+
+    init = config.discriminator.cotrained_init
+    m = config.model
+    options = ModelOptions(tensor_parallel=m.tensor_parallel, dtype=m.dtype, spec=m.spec,
+                           use_cpu_initialization=m.use_cpu_initialization)
+    module = build_megatron_discriminator(load_qwen3_arch(init), options, hf_dir=init, head_seed=config.train.seed)
+    return CoTrainedDiscriminator(module, config.discriminator.cotrained, tokenizer=tokenizer)
+
+
+def _discriminator(config: RunConfig, uses_it: bool, tokenizer):
     kind = config.discriminator.kind
     if not uses_it or kind == "none":
         return None
@@ -130,10 +143,7 @@ def _discriminator(config: RunConfig, uses_it: bool):
         from megatron_uniapl.discriminator.frozen import FrozenRewardModel
 
         return FrozenRewardModel(config.discriminator.frozen)
-    raise NotImplementedError(
-        "discriminator.kind='cotrained' is not wired into the training loop yet: "
-        "megatron_uniapl/discriminator/megatron_backbone.py trains it standalone; use frozen or overlap"
-    )
+    return _cotrained_discriminator(config, tokenizer)
 
 
 def build_runtime(config: RunConfig) -> Runtime:
@@ -165,7 +175,7 @@ def build_runtime(config: RunConfig) -> Runtime:
         config=config, objective=objective, arch=arch, tokenizer=tokenizer, chunks=chunks,
         optimizer=optimizer, scheduler=scheduler, dp_rank=parallel_state.get_data_parallel_rank(),
         dp_size=dp_size, demo_stream=demo_stream, rl_stream=rl_stream, reference_chunks=reference,
-        discriminator=_discriminator(config, any(s.uses_discriminator for s in stages)),
+        discriminator=_discriminator(config, any(s.uses_discriminator for s in stages), tokenizer),
     )
     _resume(rt)
     if any(s.uses_rollouts for s in stages):
@@ -206,6 +216,11 @@ def _resume(rt: Runtime) -> None:
     if common["model_config"] != rt.arch.__dict__:
         raise ckpt.CheckpointError(f"{path} was written for another model architecture than {rt.config.model.hf_dir}")
     ckpt.apply_training_state(state, rt.chunks, rt.optimizer)
+    if hasattr(rt.discriminator, "load_state_dict"):
+        per_rank = ckpt.load_rank_state(path)
+        if per_rank is None or "discriminator" not in per_rank:
+            raise ckpt.CheckpointError(f"{path} holds no co-trained discriminator state for this rank")
+        rt.discriminator.load_state_dict(per_rank["discriminator"])
     rt.scheduler.load_state_dict(common["scheduler"])
     rt.step = common["step"]
     rt.nonfinite_in_a_row = common["nonfinite_in_a_row"]
@@ -242,6 +257,8 @@ def save(rt: Runtime) -> None:
         rt.config.checkpoint_dir, rt.step, ckpt.training_sharded_state(rt.chunks, rt.optimizer),
         rt.common_state(), keep_last=rt.config.checkpoint.keep_last, meta={"run": rt.config.name},
         write_extra=_model_files(rt),
+        # The co-trained discriminator is sharded like the policy (TP): each rank keeps its own.
+        per_rank={"discriminator": rt.discriminator.state_dict()} if hasattr(rt.discriminator, "state_dict") else None,
     )
 
 

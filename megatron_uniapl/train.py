@@ -139,13 +139,18 @@ def train(config) -> list[dict]:
                 assign_advantages(rollouts, weights, rt.objective.pg)
             batch = (demos if weights.mu > 0 else []) + rollouts
             result, batches, packed = optimize(rt, batch, weights)
+            disc_metrics = {}
+            if hasattr(rt.discriminator, "cotrain") and rollouts:
+                disc_metrics = rt.discriminator.cotrain(
+                    rt.step, [s.prompt_text for s in rollouts], [s.reference_text for s in rollouts],
+                    [s.response_text for s in rollouts])
 
             rt.step += 1
             rt.nonfinite_in_a_row = rt.nonfinite_in_a_row + 1 if result.skipped else 0
             elapsed = time.perf_counter() - start
             metrics = {
                 **_from_last_stage({**result.metrics, **mismatch_metrics(batches)}),
-                **(rt.colocation.metrics if rollouts else {}),
+                **(rt.colocation.metrics if rollouts else {}), **disc_metrics,
                 "objective/mu": weights.mu, "objective/lambda_adv": weights.lambda_adv,
                 "optim/lr": result.learning_rate, "optim/grad_norm": result.grad_norm,
                 "optim/skipped": float(result.skipped), "time/step_s": elapsed,

@@ -110,3 +110,19 @@ def test_bad_runs_fail_clearly(hf_dir, tmp_path):
     missing = subprocess.run([*cmd, f"data.demo_file={tmp_path}/nope.jsonl", f"model.hf_dir={hf_dir}",
                               f"logging.run_dir={tmp_path}/r"], cwd=ROOT, capture_output=True, text=True)
     assert missing.returncode == 2 and "error:" in missing.stderr and "nope.jsonl" in missing.stderr
+
+
+def test_cotrained_discriminator_trains_logs_and_resumes(hf_dir, tmp_path):
+    """A-GRPO with the co-trained discriminator (Megatron backbone initialized from the policy):
+    it takes a step per policy step, logs loss/accuracy, and its state is part of checkpoints."""
+    run_dir = tmp_path / "cotrained"
+    extra = ["objective.variant=a-grpo", "discriminator.kind=cotrained", f"discriminator.cotrained_init={hf_dir}",
+             "discriminator.cotrained.lr=1e-3", "train.steps=2", "checkpoint.every=2"]
+    run(run_dir, hf_dir, extra)
+    first = rows(run_dir)
+    for step in (1, 2):
+        assert 0.0 <= first[step]["disc/acc"] <= 1.0 and first[step]["disc/loss"] > 0
+        assert first[step]["loss/pg_adv"] != 0 or first[step]["objective/lambda_adv"] > 0
+    assert (run_dir / "checkpoints" / "iter_0000002" / "rng" / "state_rank0.pt").is_file()
+    out = run(run_dir, hf_dir, [*extra[:-2], "train.steps=3", "checkpoint.every=3"])
+    assert "resumed from" in out and sorted(rows(run_dir)) == [1, 2, 3]

@@ -166,12 +166,14 @@ class CoTrainedDiscriminator:
         """Right-padded ids and mask [N, S] of `texts`, each cut to its last `max_length` tokens."""
         if self.tokenizer is None:
             raise ValueError("scoring text needs a tokenizer: pass tokenizer= to CoTrainedDiscriminator")
-        rows = [
-            ids[-self.config.max_length :]
-            for ids in self.tokenizer(list(texts), add_special_tokens=False)["input_ids"]
-        ]
+        if hasattr(self.tokenizer, "pad_id"):  # the project's tokenizer layer (megatron_uniapl.tokenizer)
+            encoded = [self.tokenizer.encode(t) for t in texts]
+            pad = self.tokenizer.pad_id
+        else:  # a Hugging Face tokenizer
+            encoded = self.tokenizer(list(texts), add_special_tokens=False)["input_ids"]
+            pad = self.tokenizer.pad_token_id or 0
+        rows = [ids[-self.config.max_length :] for ids in encoded]
         width = max(1, max(len(r) for r in rows))
-        pad = self.tokenizer.pad_token_id or 0
         ids = torch.full((len(rows), width), pad, dtype=torch.long)
         mask = torch.zeros((len(rows), width), dtype=torch.long)
         for i, r in enumerate(rows):
@@ -186,6 +188,23 @@ class CoTrainedDiscriminator:
         check_triples(prompts, references, responses)
         ids, mask = self.encode(render(self.config.template, prompts, references, responses))
         return self.score_ids(ids, mask).tolist()
+
+    def cotrain(self, policy_step: int, prompts: Sequence[str], references: Sequence[str],
+                responses: Sequence[str]) -> dict[str, float]:
+        """This policy step's discriminator updates (`updates_at`): the expert's reference
+        answers (one per distinct prompt) against the policy's responses, laid out with the
+        scoring template so training and scoring see the same text."""
+        count = self.updates_at(policy_step)
+        if count == 0 or not responses:
+            return {}
+        check_triples(prompts, references, responses)
+        expert = dict(zip(prompts, references))
+        expert_ids, expert_mask = self.encode(render(self.config.template, list(expert), list(expert.values()), list(expert.values())))
+        policy_ids, policy_mask = self.encode(render(self.config.template, prompts, references, responses))
+        metrics: dict[str, float] = {}
+        for _ in range(count):
+            metrics = self.update(expert_ids, expert_mask, policy_ids, policy_mask)
+        return metrics
 
     def state_dict(self) -> dict:
         """Everything a resume needs: weights, optimizer moments, update count."""
