@@ -140,7 +140,11 @@ def load_model_weights(model_chunks: list[torch.nn.Module], weights_dir: Path) -
     """Collective: every rank reads its shards (at its own TP/PP layout) from `weights_dir`."""
     from megatron.core import dist_checkpointing
 
-    state = dist_checkpointing.load(_sharded_state_dict(model_chunks), str(weights_dir))
+    sharded = _sharded_state_dict(model_chunks)
+    state = dist_checkpointing.load(sharded, str(weights_dir))
+    # A training checkpoint also holds optimizer state (returned among the common objects):
+    # keep only what the model asked for.
+    state = {k: v for k, v in state.items() if k in sharded}
     if len(model_chunks) == 1:
         model_chunks[0].load_state_dict(state, strict=True)
     else:
