@@ -104,6 +104,23 @@ def mismatch_metrics(batches: list[dict]) -> dict:
     return {"rollout/logprob_mismatch_mean": d.mean().item(), "rollout/logprob_mismatch_max": d.max().item()}
 
 
+def mfu_metrics(rt: Runtime, batch: list[Sample], elapsed: float) -> dict:
+    """Model TFLOP/s of the step's training tokens per GPU, and MFU against the GPU's bf16 peak.
+
+    Counts the forward+backward of the training step only (not generation nor the log-prob
+    recomputation), per sample at its own length; on a CPU only the TFLOP/s is reported."""
+    from megatron_uniapl.bench.model import peak_tflops
+    from megatron_uniapl.model.presets import training_flops_per_token
+
+    flops = sum(training_flops_per_token(rt.arch, s.num_tokens) * s.num_tokens for s in batch)
+    per_gpu = flops / elapsed / 1e12 / (dist.get_world_size() if dist.is_initialized() else 1)
+    out = {"perf/model_tflops_per_gpu": per_gpu}
+    peak = peak_tflops()
+    if peak:
+        out["perf/mfu"] = per_gpu / peak
+    return out
+
+
 def _from_last_stage(metrics: dict) -> dict:
     """Loss metrics exist on the last pipeline stage; rank 0 logs them."""
     if not dist.is_initialized() or dist.get_world_size() == 1:
@@ -157,6 +174,7 @@ def train(config) -> list[dict]:
                 "throughput/tokens_per_s": sum(s.num_tokens for s in batch) / elapsed,
                 "gpus": world, "nodes": nodes,
             }
+            metrics.update(mfu_metrics(rt, batch, elapsed))
             if rollouts:
                 rewards = [s.rewards["task"] for s in rollouts]
                 metrics["reward/task_mean"] = sum(rewards) / len(rewards)

@@ -126,3 +126,14 @@ def test_cotrained_discriminator_trains_logs_and_resumes(hf_dir, tmp_path):
     assert (run_dir / "checkpoints" / "iter_0000002" / "rng" / "state_rank0.pt").is_file()
     out = run(run_dir, hf_dir, [*extra[:-2], "train.steps=3", "checkpoint.every=3"])
     assert "resumed from" in out and sorted(rows(run_dir)) == [1, 2, 3]
+
+
+def test_staged_variant_switches_weights_in_one_invocation(hf_dir, tmp_path):
+    """SFT -> GRPO: the first stage trains on demonstrations only, the second on rollouts only."""
+    run_dir = tmp_path / "staged"
+    run(run_dir, hf_dir, ["objective.variant=sft->grpo", "objective.first_stage_steps=1", "discriminator.kind=none",
+                          "train.steps=3", "checkpoint.every=0"])
+    r = rows(run_dir)
+    assert r[1]["objective/mu"] == 1.0 and "reward/task_mean" not in r[1] and r[1]["loss/sft"] > 0
+    for step in (2, 3):
+        assert r[step]["objective/mu"] == 0.0 and "reward/task_mean" in r[step] and r[step]["loss/sft"] == 0.0

@@ -21,7 +21,8 @@ PEAK_BF16_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "B200": 2250.0}
 """Dense bf16 datasheet peaks by device-name substring."""
 
 
-def _peak_tflops() -> float | None:
+def peak_tflops() -> float | None:
+    """The bf16 dense peak of the current GPU (None on a CPU or an unknown GPU)."""
     if not torch.cuda.is_available():
         return None
     name = torch.cuda.get_device_name()
@@ -97,7 +98,7 @@ def bench_shape(arch, seq: int, micro_batch: int, dtype: torch.dtype, warmup: in
 
     tokens = micro_batch * seq
     flops = training_flops_per_token(arch, seq) * tokens
-    peak = _peak_tflops()
+    peak = peak_tflops()
     for impl in ("megatron", "hf"):
         tflops = flops / results[impl] / 1e12
         results[f"{impl}_tokens_s"] = tokens / results[impl]
