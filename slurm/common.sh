@@ -53,7 +53,11 @@ uniapl_slurm_layout() {
     gpus="${gpus##*:}"   # "h100:8" -> "8"
     [[ "$gpus" =~ ^[1-9][0-9]*$ ]] || uniapl_fail "GPUs per node '$gpus' is not a number (set UNIAPL_GPUS_PER_NODE)"
     UNIAPL_GPUS="$gpus"
-    UNIAPL_HEAD="$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)"
+    # Read every host (no `| head`: with pipefail, head closing the pipe early kills the job
+    # with SIGPIPE when the node list is long).
+    local hosts
+    mapfile -t hosts < <(scontrol show hostnames "$SLURM_JOB_NODELIST")
+    UNIAPL_HEAD="${hosts[0]:-}"
     [[ -n "$UNIAPL_HEAD" ]] || uniapl_fail "scontrol show hostnames '$SLURM_JOB_NODELIST' gave no host"
     UNIAPL_PORT="${UNIAPL_RDZV_PORT:-$((20000 + SLURM_JOB_ID % 20000))}"
 }
