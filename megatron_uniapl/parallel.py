@@ -19,8 +19,6 @@ from megatron_uniapl import cpu_support
 
 logger = logging.getLogger(__name__)
 
-_own_world = False  # True when this process created its single-rank world itself
-
 
 def free_port() -> int:
     """A free TCP port on the loopback interface, for single-process or spawned worlds."""
@@ -37,18 +35,21 @@ def init_process_group(timeout_s: float = 600.0) -> None:
     if dist.is_initialized():
         return
     cpu = cpu_support.enable()
-    global _own_world
-    if "RANK" not in os.environ or _own_world:
-        # No launcher: a world of one on a fresh loopback port (fresh each time, so a world that
-        # was destroyed can be created again in the same process).
-        os.environ.update(RANK="0", WORLD_SIZE="1", LOCAL_RANK="0", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port()))
-        _own_world = True
+    backend = "gloo" if cpu else "nccl"
+    timeout = datetime.timedelta(seconds=timeout_s)
+    if "RANK" in os.environ and "WORLD_SIZE" in os.environ:
+        if not cpu:
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+        dist.init_process_group(backend=backend, timeout=timeout)
+        return
+    # No launcher: a world of one on a fresh loopback port, passed explicitly rather than through
+    # RANK/MASTER_PORT variables, so that child processes (tools, tests) never mistake this
+    # process's world for a launch of their own.
     if not cpu:
-        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+        torch.cuda.set_device(0)
     dist.init_process_group(
-        backend="gloo" if cpu else "nccl", timeout=datetime.timedelta(seconds=timeout_s)
+        backend=backend, init_method=f"tcp://127.0.0.1:{free_port()}", rank=0, world_size=1, timeout=timeout
     )
-
 
 def initialize(
     tensor_parallel: int = 1,
@@ -115,7 +116,7 @@ def run_world(fn, world_size: int, *args) -> None:
     are spawned (world of 1: in this process). Worker failures raise `WorkerError` with the
     worker's final error line, so CLIs can print it plainly.
     """
-    if "WORLD_SIZE" in os.environ and "RANK" in os.environ and not _own_world:
+    if "WORLD_SIZE" in os.environ and "RANK" in os.environ:
         launched = int(os.environ["WORLD_SIZE"])
         if launched != world_size:
             raise ValueError(f"launched with WORLD_SIZE={launched} but this job needs {world_size} ranks")

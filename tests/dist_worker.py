@@ -59,7 +59,7 @@ def run_scenario(name: str, hf_dir: str, out_dir: str, tp: int, pp: int, vpp: in
         result["loss"] = (sum(m["nll_sum"] for m in metrics) / total).item()
     grads = {}
     for chunk in chunks:
-        grads.update(hf_named_grads(chunk, arch, ps.get_tensor_model_parallel_group()))
+        grads.update(hf_named_grads(chunk, arch, ps.get_tensor_model_parallel_group(), sum_qk_norms=True))
     result["grads"] = grads
     torch.save(result, Path(out_dir) / f"{name}_rank{dist.get_rank()}.pt")
 

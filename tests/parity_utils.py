@@ -37,8 +37,11 @@ def lm_loss_fn(total_tokens: int):
     return loss_fn
 
 
-def hf_named_grads(model, arch, tp_group=None) -> dict[str, torch.Tensor]:
+def hf_named_grads(model, arch, tp_group=None, sum_qk_norms: bool = False) -> dict[str, torch.Tensor]:
     """Megatron gradients of this stage under HF names (TP-gathered when tp_group is given).
+
+    sum_qk_norms: all-reduce the replicated q/k norm gradients over TP first, as Megatron's
+    finalize_model_grads does in training; only for gradients that did not go through it.
 
     The tied output layer of a later pipeline stage is reported under `lm_head.weight@tied` so the
     caller can add it to the embedding gradient of the first stage.
@@ -54,7 +57,7 @@ def hf_named_grads(model, arch, tp_group=None) -> dict[str, torch.Tensor]:
         if grad is None:
             grad = getattr(params[local], "main_grad", None)
         shards = [grad]
-        if tp_group is not None and ("q_layernorm" in global_name or "k_layernorm" in global_name):
+        if sum_qk_norms and tp_group is not None and ("q_layernorm" in global_name or "k_layernorm" in global_name):
             # Each TP rank sees only its own heads: the replicated q/k norm weights' gradients are
             # partial sums, which Megatron's finalize_model_grads all-reduces over TP in training.
             grad = grad.clone()

@@ -24,11 +24,19 @@ SMALL = [
 ]
 
 
+def clean_env() -> dict:
+    """The environment of a fresh command line: no rendezvous variables left by this test
+    process's own single-rank world (a child would take them for a torchrun launch)."""
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"):
+        env.pop(name, None)
+    return env
+
+
 def run(run_dir: Path, hf_dir: Path, extra=(), wait=True):
     cmd = [sys.executable, "-m", "megatron_uniapl.train", "--config", str(ROOT / "recipes/tiny_cpu.yaml"),
            *SMALL, f"logging.run_dir={run_dir}", f"model.hf_dir={hf_dir}", *extra]
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=clean_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             start_new_session=True)
     if wait:
         out, _ = proc.communicate(timeout=900)
@@ -105,10 +113,10 @@ def test_sft_variant_runs_without_an_engine(hf_dir, tmp_path):
 
 def test_bad_runs_fail_clearly(hf_dir, tmp_path):
     cmd = [sys.executable, "-m", "megatron_uniapl.train", "--config", str(ROOT / "recipes/tiny_cpu.yaml")]
-    bad = subprocess.run([*cmd, "optimizer.lrr=1"], cwd=ROOT, capture_output=True, text=True)
+    bad = subprocess.run([*cmd, "optimizer.lrr=1"], cwd=ROOT, capture_output=True, text=True, env=clean_env())
     assert bad.returncode == 2 and "optimizer.lr" in bad.stderr
     missing = subprocess.run([*cmd, f"data.demo_file={tmp_path}/nope.jsonl", f"model.hf_dir={hf_dir}",
-                              f"logging.run_dir={tmp_path}/r"], cwd=ROOT, capture_output=True, text=True)
+                              f"logging.run_dir={tmp_path}/r"], cwd=ROOT, capture_output=True, text=True, env=clean_env())
     assert missing.returncode == 2 and "error:" in missing.stderr and "nope.jsonl" in missing.stderr
 
 
