@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import argparse
 import gc
-import statistics
-import time
 
 import torch
+
+from megatron_uniapl.bench._timing import median_seconds
 
 PEAK_BF16_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "B200": 2250.0}
 """Dense bf16 datasheet peaks by device-name substring."""
@@ -27,24 +27,6 @@ def peak_tflops() -> float | None:
         return None
     name = torch.cuda.get_device_name()
     return next((v for k, v in PEAK_BF16_TFLOPS.items() if k in name), None)
-
-
-def _sync():
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()
-
-
-def _time(step, warmup: int, steps: int) -> float:
-    for _ in range(warmup):
-        step()
-    _sync()
-    times = []
-    for _ in range(steps):
-        start = time.perf_counter()
-        step()
-        _sync()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def bench_shape(arch, seq: int, micro_batch: int, dtype: torch.dtype, warmup: int, steps: int) -> dict:
@@ -69,7 +51,7 @@ def bench_shape(arch, seq: int, micro_batch: int, dtype: torch.dtype, warmup: in
 
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
-    results["megatron"] = _time(megatron_step, warmup, steps)
+    results["megatron"] = median_seconds(megatron_step, steps, warmup)
     results["megatron_mem"] = torch.cuda.max_memory_allocated() / 2**30 if torch.cuda.is_available() else None
     del model
     gc.collect()
@@ -91,7 +73,7 @@ def bench_shape(arch, seq: int, micro_batch: int, dtype: torch.dtype, warmup: in
 
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
-    results["hf"] = _time(hf_step, warmup, steps)
+    results["hf"] = median_seconds(hf_step, steps, warmup)
     results["hf_mem"] = torch.cuda.max_memory_allocated() / 2**30 if torch.cuda.is_available() else None
     del hf
     gc.collect()

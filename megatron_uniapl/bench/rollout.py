@@ -18,9 +18,10 @@ import argparse
 import logging
 import statistics
 import tempfile
-import time
 
 import torch
+
+from megatron_uniapl.bench._timing import median_seconds
 
 
 def _parse(argv: list[str]) -> argparse.Namespace:
@@ -34,17 +35,6 @@ def _parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--repeats", type=int, default=3, help="timed repetitions (median reported)")
     parser.add_argument("--kv-cache-mb", type=int, default=128, help="KV cache on the CPU platform (MiB)")
     return parser.parse_args(argv)
-
-
-def _median_time(fn, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -77,10 +67,10 @@ def main(argv: list[str] | None = None) -> int:
             bucket = int(args.bucket_mb * (1 << 20))
             version = iter(range(1, 10**6))
             engine.update_weights(state, next(version), bucket_bytes=bucket)  # warm-up
-            sync_s = _median_time(lambda: engine.update_weights(state, next(version), bucket_bytes=bucket),
+            sync_s = median_seconds(lambda: engine.update_weights(state, next(version), bucket_bytes=bucket),
                                   args.repeats)
             targets = [torch.empty_like(t) for _, t in state]
-            copy_s = _median_time(lambda: [d.copy_(t) for d, (_, t) in zip(targets, state)], args.repeats)
+            copy_s = median_seconds(lambda: [d.copy_(t) for d, (_, t) in zip(targets, state)], args.repeats)
 
             # ---- generation throughput ----
             gen = torch.Generator().manual_seed(0)
@@ -92,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
             def run_engine():
                 engine_tokens.append(sum(len(g.token_ids) for g in engine.generate(prompts.tolist(), sampling)))
 
-            engine_s = _median_time(run_engine, args.repeats)
+            engine_s = median_seconds(run_engine, args.repeats)
             hf_tokens = []
 
             def run_hf():
@@ -103,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
                 hf_tokens.append((out.shape[1] - args.prompt_len) * args.batch)
 
             run_hf()  # warm-up
-            hf_s = _median_time(run_hf, max(1, args.repeats // 2))
+            hf_s = median_seconds(run_hf, max(1, args.repeats // 2))
         finally:
             engine.shutdown()
 

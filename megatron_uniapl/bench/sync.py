@@ -19,11 +19,11 @@ from __future__ import annotations
 
 import argparse
 import logging
-import statistics
 import tempfile
-import time
 
 import torch
+
+from megatron_uniapl.bench._timing import median_seconds
 
 
 def _parse(argv: list[str]) -> argparse.Namespace:
@@ -34,19 +34,6 @@ def _parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--repeats", type=int, default=5, help="timed repetitions (median reported)")
     parser.add_argument("--kv-cache-mb", type=int, default=64, help="KV cache on the CPU platform (MiB)")
     return parser.parse_args(argv)
-
-
-def _median_time(fn, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        fn()
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -87,17 +74,17 @@ def main(argv: list[str] | None = None) -> int:
             num_bytes = sum(t.numel() * t.element_size() for t in sent)
             targets = [torch.empty_like(t) for t in sent]
             [d.copy_(s) for d, s in zip(targets, sent)]  # warm-up: first touch of the targets' pages
-            copy_s = _median_time(lambda: [d.copy_(s) for d, s in zip(targets, sent)], args.repeats)
-            stream_s = _median_time(
+            copy_s = median_seconds(lambda: [d.copy_(s) for d, s in zip(targets, sent)], args.repeats)
+            stream_s = median_seconds(
                 lambda: sum(len(b) for b in iter_model_buckets([model], arch, bucket)), args.repeats
             )
             config = MegatronSyncConfig(bucket_bytes=bucket)
             version = iter(range(1, 10**6))
             stats = sync_megatron_weights(engine, [model], arch, next(version), config)  # warm-up
-            sync_s = _median_time(lambda: sync_megatron_weights(engine, [model], arch, next(version), config),
+            sync_s = median_seconds(lambda: sync_megatron_weights(engine, [model], arch, next(version), config),
                                   args.repeats)
             names = [n for b in iter_model_buckets([model], arch, bucket) for n, _ in b]
-            load_s = _median_time(
+            load_s = median_seconds(
                 lambda: engine.update_weights(list(zip(names, sent)), next(version), bucket_bytes=bucket), args.repeats
             )
         finally:
