@@ -10,7 +10,6 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import torch
 import torch.distributed as dist
 
 from megatron_uniapl import checkpoint as ckpt
@@ -241,13 +240,8 @@ def _model_files(rt: Runtime):
 
     def write(stage: Path) -> None:
         hf_dir = Path(rt.config.model.hf_dir)
-        has_tok = model_ckpt.copy_hf_files(hf_dir, stage / "hf")
-        m = rt.config.model
-        meta = model_ckpt.ModelCheckpointMeta(
-            hf_config=json.loads((hf_dir / "config.json").read_text()), spec=getattr(rt.modules[0], "uniapl_spec", "portable"),
-            tensor_parallel=m.tensor_parallel, pipeline_parallel=m.pipeline_parallel, dtype=m.dtype, has_tokenizer=has_tok,
-        )
-        (stage / model_ckpt.META_NAME).write_text(json.dumps(meta.to_json(), indent=2))
+        model_ckpt.write_model_files(stage, hf_dir, json.loads((hf_dir / "config.json").read_text()),
+                                     getattr(rt.modules[0], "uniapl_spec", "portable"), rt.config.model)
 
     return write
 

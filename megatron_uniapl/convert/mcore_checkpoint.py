@@ -125,6 +125,17 @@ def copy_hf_files(hf_dir: str | Path, dest: Path) -> bool:
     return (src / "tokenizer.json").is_file() or (src / "tokenizer.model").is_file()
 
 
+def write_model_files(stage: Path, hf_dir: str | Path, hf_config: dict, spec: str, options) -> None:
+    """Rank 0: the HF files and `uniapl_model.json` that make `stage` a model checkpoint
+    (written last by callers, after the weights). `options`: the ModelOptions saved from."""
+    has_tok = copy_hf_files(hf_dir, stage / "hf")
+    meta = ModelCheckpointMeta(
+        hf_config=hf_config, spec=spec, tensor_parallel=options.tensor_parallel,
+        pipeline_parallel=options.pipeline_parallel, dtype=options.dtype, has_tokenizer=has_tok,
+    )
+    (stage / META_NAME).write_text(json.dumps(meta.to_json(), indent=2))
+
+
 def save_model_weights(model_chunks: list[torch.nn.Module], weights_dir: Path) -> None:
     """Collective: every rank saves its shards of every chunk into `weights_dir`."""
     from megatron.core import dist_checkpointing

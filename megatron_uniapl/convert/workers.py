@@ -52,12 +52,7 @@ def import_worker(hf_dir: str, out_dir: str, hf_config: dict, options: ModelOpti
     ckpt.save_model_weights([model], stage / "weights")
     dist.barrier()
     if dist.get_rank() == 0:
-        has_tok = ckpt.copy_hf_files(hf_dir, stage / "hf")
-        meta = ckpt.ModelCheckpointMeta(
-            hf_config=hf_config, spec=model.uniapl_spec, tensor_parallel=options.tensor_parallel,
-            pipeline_parallel=options.pipeline_parallel, dtype=options.dtype, has_tokenizer=has_tok,
-        )
-        (stage / ckpt.META_NAME).write_text(json.dumps(meta.to_json(), indent=2))
+        ckpt.write_model_files(stage, hf_dir, hf_config, model.uniapl_spec, options)
         ckpt.publish(stage, out_dir)
     dist.barrier()
     parallel.destroy()

@@ -16,7 +16,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from megatron_uniapl.data.jsonl import DataError
+from megatron_uniapl.data.jsonl import DataError, loads_line
 
 logger = logging.getLogger(__name__)
 
@@ -64,10 +64,7 @@ def read_keys(path: Path, field: str) -> dict[str, dict[str, Any]]:
         if not line.strip():
             continue
         where = f"{path}:{number}"
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise DataError(f"{where}: invalid JSON: {e.msg} at column {e.colno}") from None
+        record = loads_line(line, where)
         key = record.get(field) if isinstance(record, dict) else None
         if not isinstance(key, str):
             raise DataError(

@@ -18,6 +18,14 @@ class DataError(ValueError):
     """A record in a data file is malformed; the message starts with `file:line:`."""
 
 
+def loads_line(line: str, where: str) -> Any:
+    """One JSON value; DataError naming `where` (file:line) when the line is not JSON."""
+    try:
+        return json.loads(line)
+    except json.JSONDecodeError as e:
+        raise DataError(f"{where}: invalid JSON: {e.msg} at column {e.colno}") from None
+
+
 def iter_jsonl(path: str | Path) -> Iterator[tuple[str, dict[str, Any]]]:
     """Yield `(where, record)` per non-blank line, `where` being `path:line`.
 
@@ -31,10 +39,7 @@ def iter_jsonl(path: str | Path) -> Iterator[tuple[str, dict[str, Any]]]:
             if not line.strip():
                 continue
             where = f"{path}:{number}"
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise DataError(f"{where}: invalid JSON: {e.msg} at column {e.colno}") from None
+            record = loads_line(line, where)
             if not isinstance(record, dict):
                 raise DataError(f"{where}: expected a JSON object, got {type(record).__name__}")
             yield where, record
