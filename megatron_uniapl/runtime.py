@@ -14,10 +14,10 @@ import torch.distributed as dist
 
 from megatron_uniapl import checkpoint as ckpt
 from megatron_uniapl import parallel
-from megatron_uniapl.config_sections import RunConfig
+from megatron_uniapl.config.objective import ObjectiveConfig
+from megatron_uniapl.config.sections import RunConfig
 from megatron_uniapl.data.schemas import read_demonstrations, read_rl_prompts
 from megatron_uniapl.data.stream import OverlongCounter, RecordStream
-from megatron_uniapl.losses.config import ObjectiveConfig
 from megatron_uniapl.model.hf_config import Qwen3Arch, load_qwen3_arch
 from megatron_uniapl.tokenizer import Tokenizer, check_vocab, load_tokenizer
 
@@ -118,9 +118,11 @@ def optimizer_settings(config: RunConfig):
 
 def _cotrained_discriminator(config: RunConfig, tokenizer):
     """A Qwen3 classifier on the Megatron model code, sharded like the policy (TP only)."""
+    from megatron_uniapl.config.model import ModelOptions
     from megatron_uniapl.discriminator.cotrained import CoTrainedDiscriminator
-    from megatron_uniapl.discriminator.megatron_backbone import build_megatron_discriminator
-    from megatron_uniapl.model.options import ModelOptions
+    from megatron_uniapl.discriminator.megatron_backbone import (
+        build_megatron_discriminator,
+    )
 
     init = config.discriminator.cotrained_init
     m = config.model
@@ -183,7 +185,10 @@ def build_runtime(config: RunConfig) -> Runtime:
 
 
 def _start_engine(rt: Runtime, hf_dir: Path) -> None:
-    from megatron_uniapl.rollout.megatron_sync import MegatronWeightSync, check_engine_layout
+    from megatron_uniapl.rollout.megatron_sync import (
+        MegatronWeightSync,
+        check_engine_layout,
+    )
     from megatron_uniapl.rollout.vllm_engine import VLLMEngine
     from megatron_uniapl.scheduler.colocation import ColocationScheduler
     from megatron_uniapl.scheduler.megatron_state import megatron_train_state

@@ -23,11 +23,12 @@ import time
 import torch
 import torch.distributed as dist
 
+from megatron_uniapl.algorithm.advantages import assign_advantages
+from megatron_uniapl.algorithm.samples import demo_as_prompt, rollout_samples
+from megatron_uniapl.algorithm.scoring import score_samples
 from megatron_uniapl.data import stream
 from megatron_uniapl.data.packing import pack_samples
 from megatron_uniapl.data.sample import Sample
-from megatron_uniapl.losses.adversarial import assign_advantages
-from megatron_uniapl.rewards.samples import score_samples
 from megatron_uniapl.runtime import Runtime, build_runtime, save, shutdown
 
 logger = logging.getLogger("megatron_uniapl.train")
@@ -42,7 +43,7 @@ def sample_demos(rt: Runtime, count: int) -> list[Sample]:
 
 def sample_prompts(rt: Runtime, source: str, demos: list[Sample]) -> list[stream.EncodedPrompt]:
     if source == "demo":  # A-SFT: the policy answers the demonstrations' prompts
-        return [stream.demo_as_prompt(s) for s in demos]
+        return [demo_as_prompt(s) for s in demos]
     d = rt.config.data
     encode = lambda p: stream.encode_rl_prompt(rt.tokenizer, p, d.max_prompt_tokens, d.overlong, rt.overlong)  # noqa: E731
     return stream.take_usable(rt.rl_stream, d.prompts_per_step, encode)
@@ -55,7 +56,7 @@ def generate(rt: Runtime, prompts: list[stream.EncodedPrompt]) -> list[Sample]:
     gens = rt.colocation.rollout(rt.weight_sync, [prompts[i].prompt_ids for i in mine], sampling)
     for g in gens:  # back to indices of the global prompt list
         g.prompt_index = mine[g.prompt_index]
-    samples = stream.rollout_samples(prompts, gens, group_offset=0)
+    samples = rollout_samples(prompts, gens, group_offset=0)
     if rt.dp_size > 1:
         from megatron.core import parallel_state
 
@@ -80,8 +81,8 @@ def score(rt: Runtime, rollouts: list[Sample]) -> None:
 
 def optimize(rt: Runtime, samples: list[Sample], weights) -> tuple:
     """Pack the mixed batch, recompute old (and reference) log-probs, take one optimizer step."""
+    from megatron_uniapl.algorithm.loss import UniAPLLoss, attach_logprobs, rank_batches
     from megatron_uniapl.model.distributed import train_step
-    from megatron_uniapl.objective import UniAPLLoss, attach_logprobs, rank_batches
 
     packed = pack_samples(samples, rt.config.train.micro_batch_tokens, rt.dp_size, pad_token_id=rt.tokenizer.pad_id)
     batches = rank_batches(packed, rt.dp_rank)
@@ -109,8 +110,7 @@ def mfu_metrics(rt: Runtime, batch: list[Sample], elapsed: float) -> dict:
 
     Counts the forward+backward of the training step only (not generation nor the log-prob
     recomputation), per sample at its own length; on a CPU only the TFLOP/s is reported."""
-    from megatron_uniapl.bench.model import peak_tflops
-    from megatron_uniapl.model.presets import training_flops_per_token
+    from megatron_uniapl.model.presets import peak_tflops, training_flops_per_token
 
     flops = sum(training_flops_per_token(rt.arch, s.num_tokens) * s.num_tokens for s in batch)
     per_gpu = flops / elapsed / 1e12 / (dist.get_world_size() if dist.is_initialized() else 1)
@@ -132,7 +132,7 @@ def _from_last_stage(metrics: dict) -> dict:
 
 def train(config) -> list[dict]:
     """Run (or resume) the configured training; returns the logged metrics of this invocation."""
-    from megatron_uniapl.logging import MetricsLogger, Progress
+    from megatron_uniapl.metrics.sinks import MetricsLogger, Progress
 
     rt = build_runtime(config)
     log = MetricsLogger(config.logging.run_dir, resume_step=rt.step, config={"name": config.name},
@@ -219,8 +219,8 @@ def summarize(history: list[dict], window: int = 10) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     from megatron_uniapl.config import load_config, parse_args, save_resolved
-    from megatron_uniapl.config_io import ConfigError
-    from megatron_uniapl.logging import rank, setup_logging
+    from megatron_uniapl.config.yaml_io import ConfigError
+    from megatron_uniapl.metrics.sinks import rank, setup_logging
 
     setup_logging()
     recipe, overrides = parse_args(argv, "train with UniAPL")

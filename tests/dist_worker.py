@@ -22,16 +22,16 @@ def _inputs(seed: int = 0, b: int = 2, s: int = 24):
 
 def run_scenario(name: str, hf_dir: str, out_dir: str, tp: int, pp: int, vpp: int | None = None, mcore_dir: str | None = None):
     from megatron.core import parallel_state as ps
+    from parity_utils import hf_named_grads, lm_loss_fn
 
     from megatron_uniapl import parallel
+    from megatron_uniapl.config.model import ModelOptions
     from megatron_uniapl.convert.hf_io import HFCheckpointReader
     from megatron_uniapl.convert.mcore_checkpoint import load_model_weights
     from megatron_uniapl.convert.megatron_params import load_hf_into_model
     from megatron_uniapl.model.builder import build_qwen3_model
     from megatron_uniapl.model.hf_config import load_qwen3_arch
-    from megatron_uniapl.model.options import ModelOptions
     from megatron_uniapl.model.pipeline import run_microbatches
-    from parity_utils import hf_named_grads, lm_loss_fn
 
     parallel.initialize(tp, pp, virtual_pipeline_stages=vpp)
     arch = load_qwen3_arch(hf_dir)

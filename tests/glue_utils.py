@@ -5,10 +5,14 @@ from __future__ import annotations
 
 import random
 
+from megatron_uniapl.algorithm.advantages import assign_advantages
+from megatron_uniapl.config.objective import (
+    ObjectiveConfig,
+    PolicyGradientConfig,
+    Stage,
+)
+from megatron_uniapl.config.schedule import MuSchedule
 from megatron_uniapl.data.sample import Sample, SampleKind
-from megatron_uniapl.losses.adversarial import assign_advantages
-from megatron_uniapl.losses.config import ObjectiveConfig, PolicyGradientConfig, Stage
-from megatron_uniapl.losses.schedule import MuSchedule
 
 TOKENS = 3000
 

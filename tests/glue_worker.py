@@ -29,11 +29,11 @@ def old_logprob_offset(targets: torch.Tensor) -> torch.Tensor:
 def _build(hf_dir, tp, pp):
     from megatron.core import parallel_state as ps
 
+    from megatron_uniapl.config.model import ModelOptions
     from megatron_uniapl.convert.hf_io import HFCheckpointReader
     from megatron_uniapl.convert.megatron_params import load_hf_into_model
     from megatron_uniapl.model.builder import build_qwen3_model
     from megatron_uniapl.model.hf_config import load_qwen3_arch
-    from megatron_uniapl.model.options import ModelOptions
 
     arch = load_qwen3_arch(hf_dir)
     model = build_qwen3_model(
@@ -47,15 +47,20 @@ def _build(hf_dir, tp, pp):
 def run_train(
     name, hf_dir, ref_dir, out_dir, tp=1, pp=1, budget=4096, optimizer="sgd", distributed=False, lr=0.5
 ):
-    from megatron.core import parallel_state as ps
-
     from glue_utils import all_terms_objective, prepared_samples
+    from megatron.core import parallel_state as ps
+    from parity_utils import hf_named_grads
+
     from megatron_uniapl import parallel
+    from megatron_uniapl.algorithm.loss import UniAPLLoss, attach_logprobs, rank_batches
     from megatron_uniapl.convert.megatron_params import iter_hf_tensors
     from megatron_uniapl.data.packing import pack_samples
-    from megatron_uniapl.model.distributed import OptimizerSettings, build_optimizer, train_step, wrap_ddp
-    from megatron_uniapl.objective import UniAPLLoss, attach_logprobs, rank_batches
-    from parity_utils import hf_named_grads
+    from megatron_uniapl.model.distributed import (
+        OptimizerSettings,
+        build_optimizer,
+        train_step,
+        wrap_ddp,
+    )
 
     parallel.initialize(tp, pp)
     arch, policy = _build(hf_dir, tp, pp)
@@ -99,8 +104,14 @@ def run_vocab(name, out_dir, tp=2):
     from megatron.core import parallel_state as ps
 
     from megatron_uniapl import parallel
-    from megatron_uniapl.losses.logprobs import entropy_from_logits, logprobs_from_logits
-    from megatron_uniapl.losses.vocab_parallel import vocab_parallel_entropy, vocab_parallel_logprobs
+    from megatron_uniapl.losses.logprobs import (
+        entropy_from_logits,
+        logprobs_from_logits,
+    )
+    from megatron_uniapl.losses.vocab_parallel import (
+        vocab_parallel_entropy,
+        vocab_parallel_logprobs,
+    )
 
     parallel.initialize(tp, 1)
     rank = ps.get_tensor_model_parallel_rank()
@@ -138,10 +149,13 @@ def run_disc(name, hf_dir, out_dir):
     """The Megatron-backbone discriminator at TP=2 and at TP=1 on the same inputs: scores, one
     clipped AdamW update (TP-aware norm; at TP=1 the two ranks are data-parallel), scores again."""
     from megatron_uniapl import parallel
-    from megatron_uniapl.discriminator.cotrained import CoTrainedDiscriminator, CoTrainedDiscriminatorConfig
-    from megatron_uniapl.discriminator.megatron_backbone import build_megatron_discriminator
+    from megatron_uniapl.config.discriminator import CoTrainedDiscriminatorConfig
+    from megatron_uniapl.config.model import ModelOptions
+    from megatron_uniapl.discriminator.cotrained import CoTrainedDiscriminator
+    from megatron_uniapl.discriminator.megatron_backbone import (
+        build_megatron_discriminator,
+    )
     from megatron_uniapl.model.hf_config import load_qwen3_arch
-    from megatron_uniapl.model.options import ModelOptions
 
     g = torch.Generator().manual_seed(0)
 

@@ -20,7 +20,7 @@ def scenario(engine, hf_dir: str, name: str, tp: int, pp: int, version: int) -> 
     from parity_utils import megatron_from_hf
 
     from megatron_uniapl import parallel
-    from megatron_uniapl.rollout.engine import SamplingConfig
+    from megatron_uniapl.config.rollout import SamplingConfig
     from megatron_uniapl.rollout.megatron_sync import (
         MegatronSyncConfig,
         check_engine_layout,

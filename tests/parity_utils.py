@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import torch
 
+from megatron_uniapl.config.model import ModelOptions
 from megatron_uniapl.convert.hf_io import HFCheckpointReader
-from megatron_uniapl.convert.megatron_params import global_param_names, load_hf_into_model
+from megatron_uniapl.convert.megatron_params import (
+    global_param_names,
+    load_hf_into_model,
+)
 from megatron_uniapl.convert.qwen3 import all_maps, from_megatron_shards
 from megatron_uniapl.model.builder import build_qwen3_model
 from megatron_uniapl.model.hf_config import load_qwen3_arch
-from megatron_uniapl.model.options import ModelOptions
 
 
 def megatron_from_hf(hf_dir, tp_rank=0, tp_size=1, pp_size=1):

@@ -10,7 +10,7 @@ LONG_PROMPT = 150  # longer than one KV-cache block (128 tokens on CPU)
 
 
 def engine_config(tensor_parallel: int = 1):
-    from megatron_uniapl.rollout.vllm_config import VLLMEngineConfig
+    from megatron_uniapl.config.rollout import VLLMEngineConfig
 
     return VLLMEngineConfig(
         dtype="float32", kv_cache_memory_bytes=64 << 20, max_model_len=512, enforce_eager=True,

@@ -5,14 +5,17 @@ from __future__ import annotations
 
 import pytest
 import torch
+from parity_utils import megatron_from_hf
 
 from megatron_uniapl import checkpoint as ckpt
-from parity_utils import megatron_from_hf
 
 
 def build(hf_dir, distributed_optimizer: bool):
     """Model wrapped in Megatron DDP with a Megatron Adam optimizer (the trainer's shapes)."""
-    from megatron.core.distributed import DistributedDataParallel, DistributedDataParallelConfig
+    from megatron.core.distributed import (
+        DistributedDataParallel,
+        DistributedDataParallelConfig,
+    )
     from megatron.core.optimizer import OptimizerConfig, get_megatron_optimizer
 
     _, model = megatron_from_hf(hf_dir)

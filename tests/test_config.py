@@ -7,10 +7,17 @@ from pathlib import Path
 
 import pytest
 
-from megatron_uniapl.config import (RESOLVED_NAME, ConfigError, RunConfig, dump_config, load_config,
-                                    main, save_resolved)
-from megatron_uniapl.losses.schedule import MuSchedule
-from megatron_uniapl.rewards.reward import RewardMode
+from megatron_uniapl.config import (
+    RESOLVED_NAME,
+    ConfigError,
+    RunConfig,
+    dump_config,
+    load_config,
+    main,
+    save_resolved,
+)
+from megatron_uniapl.config.reward import RewardMode
+from megatron_uniapl.config.schedule import MuSchedule
 
 MINIMAL = """
 model: {hf_dir: /models/qwen3}

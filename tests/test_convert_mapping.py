@@ -4,7 +4,12 @@ origin, so a wrong layout shows up as a wrong label, not just a numeric differen
 import pytest
 import torch
 
-from megatron_uniapl.convert.qwen3 import all_maps, expected_hf_shapes, from_megatron_shards, to_megatron_shard
+from megatron_uniapl.convert.qwen3 import (
+    all_maps,
+    expected_hf_shapes,
+    from_megatron_shards,
+    to_megatron_shard,
+)
 from megatron_uniapl.model.hf_config import Qwen3Arch
 
 ARCH = Qwen3Arch(

@@ -9,8 +9,12 @@ import pytest
 
 from megatron_uniapl.assets import ifeval_input_path
 from megatron_uniapl.data.jsonl import DataError, read_jsonl
-from megatron_uniapl.data.schemas import (ChatMessage, read_demonstrations, read_eval_set,
-                                          read_rl_prompts)
+from megatron_uniapl.data.schemas import (
+    ChatMessage,
+    read_demonstrations,
+    read_eval_set,
+    read_rl_prompts,
+)
 from megatron_uniapl.rewards.reward import score
 
 

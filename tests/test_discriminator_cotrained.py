@@ -6,13 +6,14 @@ import math
 import pytest
 import torch
 
-from megatron_uniapl.discriminator.adversarial_loss import (
+from megatron_uniapl.config.discriminator import CoTrainedDiscriminatorConfig
+from megatron_uniapl.discriminator.classifier_loss import (
     accuracy,
     discriminator_loss,
     log_odds_score,
     r1_penalty,
 )
-from megatron_uniapl.discriminator.cotrained import CoTrainedDiscriminator, CoTrainedDiscriminatorConfig
+from megatron_uniapl.discriminator.cotrained import CoTrainedDiscriminator
 
 
 class MeanPoolScorer(torch.nn.Module):

@@ -4,8 +4,9 @@ import pytest
 import torch
 
 from megatron_uniapl.assets import TOKENIZER_FILES, qwen3_tokenizer_dir
-from megatron_uniapl.discriminator.base import POLAR_LIKE_TEMPLATE, Discriminator, render
-from megatron_uniapl.discriminator.frozen import FrozenRewardModel, FrozenScorerConfig
+from megatron_uniapl.config.discriminator import POLAR_LIKE_TEMPLATE, FrozenScorerConfig
+from megatron_uniapl.discriminator.base import Discriminator, render
+from megatron_uniapl.discriminator.frozen import FrozenRewardModel
 from megatron_uniapl.model.tiny import tiny_qwen3_config
 
 PROMPTS = [

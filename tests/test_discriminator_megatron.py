@@ -9,10 +9,11 @@ exceed 0.9. TP=2 parity is in test_megatron_glue_parallel.py.
 import pytest
 import torch
 
-from megatron_uniapl.discriminator.adversarial_loss import accuracy
-from megatron_uniapl.discriminator.cotrained import CoTrainedDiscriminator, CoTrainedDiscriminatorConfig
+from megatron_uniapl.config.discriminator import CoTrainedDiscriminatorConfig
+from megatron_uniapl.config.model import ModelOptions
+from megatron_uniapl.discriminator.classifier_loss import accuracy
+from megatron_uniapl.discriminator.cotrained import CoTrainedDiscriminator
 from megatron_uniapl.model.hf_config import Qwen3Arch
-from megatron_uniapl.model.options import ModelOptions
 
 ARCH = Qwen3Arch(
     vocab_size=64,
@@ -47,7 +48,9 @@ def _held_out_accuracy(disc):
 
 
 def test_megatron_discriminator_learns_toy_separation(megatron_world):
-    from megatron_uniapl.discriminator.megatron_backbone import build_megatron_discriminator
+    from megatron_uniapl.discriminator.megatron_backbone import (
+        build_megatron_discriminator,
+    )
 
     torch.manual_seed(0)
     scorer = build_megatron_discriminator(ARCH, ModelOptions(dtype="float32", spec="portable"))
@@ -80,7 +83,9 @@ def test_megatron_discriminator_learns_toy_separation(megatron_world):
 
 
 def test_megatron_discriminator_rejects_bad_input(megatron_world):
-    from megatron_uniapl.discriminator.megatron_backbone import build_megatron_discriminator
+    from megatron_uniapl.discriminator.megatron_backbone import (
+        build_megatron_discriminator,
+    )
 
     with pytest.raises(ValueError, match="pipeline_parallel must be 1"):
         build_megatron_discriminator(

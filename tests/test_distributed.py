@@ -13,9 +13,9 @@ import glob
 
 import pytest
 import torch
+from parity_utils import hf_reference
 
 from megatron_uniapl import parallel
-from parity_utils import hf_reference
 
 pytestmark = pytest.mark.slow
 
@@ -58,9 +58,9 @@ def assert_matches_hf(hf_dir, out_dir, name):
 @pytest.fixture(scope="module")
 def two_rank_results(tiny_tied, tiny_untied, tmp_path_factory):
     """One world of 2 processes running every 2-rank scenario, after a TP=2 conversion."""
-    from megatron_uniapl.convert.tool import main as convert
-
     from dist_worker import run_all
+
+    from megatron_uniapl.convert.tool import main as convert
 
     out = tmp_path_factory.mktemp("dist2")
     mcore = out / "mcore_tp2"

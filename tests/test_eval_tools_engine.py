@@ -22,13 +22,13 @@ from pathlib import Path
 import pytest
 
 from megatron_uniapl.assets import ifeval_input_path
-from megatron_uniapl.data.demos import DemoConfig, attempts_path, generate_demos
+from megatron_uniapl.config.rollout import SamplingConfig
 from megatron_uniapl.data.schemas import read_demonstrations, read_rl_prompts
 from megatron_uniapl.eval import ifeval
 from megatron_uniapl.eval.run import EvalConfig, run_eval
 from megatron_uniapl.model.tiny import create_tiny_qwen3
 from megatron_uniapl.rewards.reward import score
-from megatron_uniapl.rollout.engine import SamplingConfig
+from megatron_uniapl.teacher.generate import DemoConfig, attempts_path, generate_demos
 
 pytestmark = [
     pytest.mark.slow,
@@ -50,7 +50,7 @@ def tiny_dir(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def engine(tiny_dir):
-    from megatron_uniapl.rollout.vllm_config import VLLMEngineConfig
+    from megatron_uniapl.config.rollout import VLLMEngineConfig
     from megatron_uniapl.rollout.vllm_engine import VLLMEngine
 
     eng = VLLMEngine(

@@ -8,14 +8,15 @@ from pathlib import Path
 
 import pytest
 
-from megatron_uniapl.data import demo_log
-from megatron_uniapl.data.demos import DemoConfig, choose, read_prompts
+from megatron_uniapl.config.rollout import SamplingConfig
 from megatron_uniapl.data.jsonl import DataError
 from megatron_uniapl.data.schemas import parse_rl_prompt
 from megatron_uniapl.eval import run as eval_run
 from megatron_uniapl.eval.tables import results_markdown
 from megatron_uniapl.rollout.chat_generation import check_lengths, generate_in_batches
-from megatron_uniapl.rollout.engine import Generation, SamplingConfig
+from megatron_uniapl.rollout.engine import Generation
+from megatron_uniapl.teacher import record_log
+from megatron_uniapl.teacher.generate import DemoConfig, choose, read_prompts
 
 
 def write_lines(path: Path, records: list[dict]) -> Path:
@@ -27,31 +28,31 @@ def test_partial_last_line_is_dropped_and_complete_lines_kept(tmp_path):
     path = tmp_path / "demos.jsonl"
     good = '{"prompt": "a", "response": "b", "id": "1"}\n'
     path.write_text(good + '{"prompt": "c", "resp', encoding="utf-8")
-    assert demo_log.drop_partial_last_line(path) == len('{"prompt": "c", "resp')
+    assert record_log.drop_partial_last_line(path) == len('{"prompt": "c", "resp')
     assert path.read_text(encoding="utf-8") == good
-    assert demo_log.drop_partial_last_line(path) == 0  # a clean file is left alone
+    assert record_log.drop_partial_last_line(path) == 0  # a clean file is left alone
     one_partial = tmp_path / "one.jsonl"
     one_partial.write_text('{"id": "x"', encoding="utf-8")
-    assert demo_log.drop_partial_last_line(one_partial) == 10 and one_partial.read_text() == ""
-    assert demo_log.drop_partial_last_line(tmp_path / "absent.jsonl") == 0
+    assert record_log.drop_partial_last_line(one_partial) == 10 and one_partial.read_text() == ""
+    assert record_log.drop_partial_last_line(tmp_path / "absent.jsonl") == 0
 
 
 def test_read_keys_rejects_missing_and_repeated_keys(tmp_path):
     ok = write_lines(tmp_path / "ok.jsonl", [{"id": "1"}, {"id": "b"}])
-    assert list(demo_log.read_keys(ok, "id")) == ["1", "b"]
+    assert list(record_log.read_keys(ok, "id")) == ["1", "b"]
     with ok.open("a") as f:  # another rank may read while the writer cuts a partial line off
         f.write('{"id": "c", "resp')
-    assert list(demo_log.read_keys(ok, "id")) == ["1", "b"]
+    assert list(record_log.read_keys(ok, "id")) == ["1", "b"]
     broken = tmp_path / "broken.jsonl"
     broken.write_text('{"id": "1"}\n{"id": \n{"id": "2"}\n')
     with pytest.raises(DataError, match=r"broken.jsonl:2: invalid JSON"):
-        demo_log.read_keys(broken, "id")
+        record_log.read_keys(broken, "id")
     repeated = write_lines(tmp_path / "rep.jsonl", [{"id": "1"}, {"id": "1"}])
     with pytest.raises(DataError, match=r"rep.jsonl:2: id: '1' appears twice"):
-        demo_log.read_keys(repeated, "id")
+        record_log.read_keys(repeated, "id")
     keyless = write_lines(tmp_path / "nokey.jsonl", [{"prompt": "p", "response": "r"}])
     with pytest.raises(DataError, match=r"nokey.jsonl:1: id: missing"):
-        demo_log.read_keys(keyless, "id")
+        record_log.read_keys(keyless, "id")
 
 
 def test_prompt_keys_and_repeats(tmp_path):

@@ -4,7 +4,11 @@ import json
 
 import pytest
 
-from megatron_uniapl.model.hf_config import UnsupportedModelError, load_qwen3_arch, parse_qwen3_config
+from megatron_uniapl.model.hf_config import (
+    UnsupportedModelError,
+    load_qwen3_arch,
+    parse_qwen3_config,
+)
 
 QWEN3_4B = {
     "architectures": ["Qwen3ForCausalLM"], "model_type": "qwen3", "vocab_size": 151936,

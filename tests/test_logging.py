@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from megatron_uniapl.logging import MetricsLogger, truncate_metrics, wandb_mode
+from megatron_uniapl.metrics.sinks import MetricsLogger, truncate_metrics, wandb_mode
 
 
 def test_jsonl_rows_and_non_finite_values(tmp_path):

@@ -13,16 +13,24 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from glue_utils import mixed_samples
+
+from megatron_uniapl.algorithm.advantages import assign_advantages
+from megatron_uniapl.algorithm.loss import UniAPLLoss, compute_logprobs, rank_batches
+from megatron_uniapl.config.variants import objective_for_variant
 from megatron_uniapl.data.packing import pack_samples
 from megatron_uniapl.data.sample import SampleKind
-from megatron_uniapl.losses.adversarial import assign_advantages
 from megatron_uniapl.losses.logprobs import entropy_from_logits, logprobs_from_logits
-from megatron_uniapl.losses.variants import objective_for_variant
-from megatron_uniapl.losses.vocab_parallel import vocab_parallel_entropy, vocab_parallel_logprobs
-from megatron_uniapl.model.distributed import OptimizerSettings, build_optimizer, train_step, wrap_ddp
-from megatron_uniapl.objective import UniAPLLoss, compute_logprobs, rank_batches
+from megatron_uniapl.losses.vocab_parallel import (
+    vocab_parallel_entropy,
+    vocab_parallel_logprobs,
+)
+from megatron_uniapl.model.distributed import (
+    OptimizerSettings,
+    build_optimizer,
+    train_step,
+    wrap_ddp,
+)
 
 
 def test_vocab_parallel_without_group_is_the_plain_function():
@@ -177,9 +185,8 @@ def test_optimizer_settings_errors():
 def test_sft_step_gradients_equal_transformers_gradients(tiny_tied, megatron_world):
     """The absolute gradient scale through DDP + finalize_model_grads (layout parity cannot see a
     scale applied to every layout alike): grads of the SFT step == HF grads of the token-mean NLL."""
-    from transformers import AutoModelForCausalLM
-
     from parity_utils import hf_named_grads, megatron_from_hf
+    from transformers import AutoModelForCausalLM
 
     arch, model = megatron_from_hf(tiny_tied)
     # No clipping: Megatron's optimizer clips the reduced gradients in place.

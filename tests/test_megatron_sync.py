@@ -64,7 +64,7 @@ def engine(tiny_tied, module_world):
 @pytest.fixture(scope="module")
 def trained(policy, engine):
     """generate -> one optimizer step on the Megatron model -> sync (version 1); what was seen."""
-    from megatron_uniapl.rollout.engine import SamplingConfig
+    from megatron_uniapl.config.rollout import SamplingConfig
     from megatron_uniapl.rollout.megatron_sync import (
         MegatronSyncConfig,
         sync_megatron_weights,
@@ -103,7 +103,7 @@ def test_engine_equals_megatron_before_and_after_a_step(policy, engine, trained)
 
 
 def test_long_prompt_after_sync_samples_from_new_weights(policy, engine, trained):
-    from megatron_uniapl.rollout.engine import SamplingConfig
+    from megatron_uniapl.config.rollout import SamplingConfig
     from megatron_uniapl.rollout.megatron_verify import megatron_logprobs
 
     _, model = policy
@@ -116,7 +116,7 @@ def test_long_prompt_after_sync_samples_from_new_weights(policy, engine, trained
 
 
 def test_verifier_runs_every_n_syncs_in_the_colocation_round(policy, engine, trained):
-    from megatron_uniapl.rollout.engine import SamplingConfig
+    from megatron_uniapl.config.rollout import SamplingConfig
     from megatron_uniapl.rollout.megatron_sync import (
         MegatronSyncConfig,
         MegatronWeightSync,
@@ -168,9 +168,9 @@ def test_verification_fails_loudly_when_weights_differ(policy, engine, trained):
 
 
 def test_sync_of_another_model_size_is_refused_before_anything_is_sent(policy, engine, trained, tiny_tied):
+    from megatron_uniapl.config.model import ModelOptions
     from megatron_uniapl.model.builder import build_qwen3_model
     from megatron_uniapl.model.hf_config import parse_qwen3_config
-    from megatron_uniapl.model.options import ModelOptions
     from megatron_uniapl.rollout.megatron_sync import (
         MegatronSyncConfig,
         WeightLayoutMismatchError,
@@ -223,7 +223,7 @@ def test_synced_engine_samples_like_a_fresh_engine_from_the_exported_checkpoint(
     policy, engine, trained, tiny_tied, tmp_path
 ):
     """Last engine test of the module: it shuts the module engine down."""
-    from megatron_uniapl.rollout.engine import SamplingConfig
+    from megatron_uniapl.config.rollout import SamplingConfig
     from megatron_uniapl.rollout.megatron_sync import sync_megatron_weights
     from megatron_uniapl.rollout.vllm_engine import VLLMEngine
 

@@ -4,10 +4,10 @@ tensor- and pipeline-parallel versions are in test_distributed.py)."""
 
 import pytest
 import torch
+from parity_utils import hf_named_grads, hf_reference, lm_loss_fn, megatron_from_hf
 
 from megatron_uniapl.model.packing import packed_seq_params, position_ids_from_lengths
 from megatron_uniapl.model.pipeline import run_microbatches
-from parity_utils import hf_named_grads, hf_reference, lm_loss_fn, megatron_from_hf
 
 LOGIT_TOL = 1e-4  # float32; observed ~2e-6 on logits of magnitude ~3
 GRAD_TOL = 1e-5

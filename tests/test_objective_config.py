@@ -3,12 +3,12 @@
 import pytest
 import torch
 
+from megatron_uniapl.algorithm.advantages import assign_advantages
+from megatron_uniapl.config.objective import PolicyGradientConfig, Stage
+from megatron_uniapl.config.schedule import MuSchedule
+from megatron_uniapl.config.variants import VARIANTS, objective_for_variant
 from megatron_uniapl.data.sample import Sample, SampleKind
-from megatron_uniapl.losses.adversarial import assign_advantages
-from megatron_uniapl.losses.config import PolicyGradientConfig, Stage
-from megatron_uniapl.losses.schedule import MuSchedule
 from megatron_uniapl.losses.uniapl import uniapl_loss
-from megatron_uniapl.losses.variants import VARIANTS, objective_for_variant
 
 # variant -> (term weights at step 0, rollout prompts, needs engine, needs references)
 EXPECTED = {

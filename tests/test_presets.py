@@ -2,7 +2,11 @@
 
 import pytest
 
-from megatron_uniapl.model.presets import QWEN3_CONFIGS, qwen3_preset, training_flops_per_token
+from megatron_uniapl.model.presets import (
+    QWEN3_CONFIGS,
+    qwen3_preset,
+    training_flops_per_token,
+)
 
 
 @pytest.mark.parametrize(

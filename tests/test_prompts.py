@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from megatron_uniapl.rollout.prompts import encode_prompt, encode_user_prompts, render_prompt
+from megatron_uniapl.rollout.prompts import (
+    encode_prompt,
+    encode_user_prompts,
+    render_prompt,
+)
 
 
 @pytest.fixture(scope="module")

@@ -11,10 +11,10 @@ import pytest
 import torch
 
 from megatron_uniapl.config import RunConfig, dump_config, load_config, save_resolved
-from megatron_uniapl.losses.variants import VARIANTS
-from megatron_uniapl.model.options import ModelOptions
-from megatron_uniapl.scaling.memory import GiB
-from megatron_uniapl.scaling.plan import current_block, memory_comment, memory_for
+from megatron_uniapl.config.model import ModelOptions
+from megatron_uniapl.config.variants import VARIANTS
+from megatron_uniapl.planning.memory import GiB
+from megatron_uniapl.planning.plan import current_block, memory_comment, memory_for
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPES = ROOT / "recipes"
@@ -63,7 +63,7 @@ def test_size_recipe_memory_plan_is_current(path):
     block = current_block(path.read_text())
     assert block, f"{path} has no memory plan block"
     assert block == memory_comment(load_config(path)), (
-        f"{path}: stale memory plan; run python -m megatron_uniapl.scaling.plan --write {path}")
+        f"{path}: stale memory plan; run python -m megatron_uniapl.planning.plan --write {path}")
 
 
 def test_tiny_recipe_resolved_config_is_frozen():

@@ -14,8 +14,8 @@ import collections
 import json
 
 import pytest
-
 from ifeval_reference import load_reference
+
 from megatron_uniapl.assets import ifeval_input_path
 from megatron_uniapl.rewards.corpus import responses_for
 from megatron_uniapl.rewards.registry import build_constraints, registered

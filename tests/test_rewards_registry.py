@@ -5,8 +5,14 @@ from __future__ import annotations
 
 import pytest
 
-from megatron_uniapl.rewards.registry import (ConstraintError, Kwarg, build_constraints,
-                                              describe, register, registered)
+from megatron_uniapl.rewards.registry import (
+    ConstraintError,
+    Kwarg,
+    build_constraints,
+    describe,
+    register,
+    registered,
+)
 from megatron_uniapl.rewards.verify import follow_list
 
 

@@ -8,10 +8,15 @@ from dataclasses import dataclass
 import pytest
 
 from megatron_uniapl.assets import ifeval_input_path
+from megatron_uniapl.config.reward import RewardMode
 from megatron_uniapl.rewards.corpus import responses_for
 from megatron_uniapl.rewards.registry import Constraint, build_constraints
-from megatron_uniapl.rewards.reward import (RewardMode, RewardPool, reward_from_verdicts, score,
-                                            score_batch)
+from megatron_uniapl.rewards.reward import (
+    RewardPool,
+    reward_from_verdicts,
+    score,
+    score_batch,
+)
 
 NO_COMMA_AND_QUOTED = build_constraints(["punctuation:no_comma", "startend:quotation"], None, "t")
 
@@ -82,7 +87,7 @@ def test_pool_matches_serial_including_types_registered_outside_the_package():
 
 @pytest.mark.slow
 def test_benchmark_runs_and_checks_pool_against_serial(capsys):
-    from megatron_uniapl.bench import rewards
+    from benchmarks import rewards
 
     assert rewards.main(["--num", "300", "--workers", "1", "--mode", "loose"]) == 0
     out = capsys.readouterr().out
@@ -90,8 +95,8 @@ def test_benchmark_runs_and_checks_pool_against_serial(capsys):
 
 
 def test_score_samples_fills_named_rewards_and_names_bad_samples():
+    from megatron_uniapl.algorithm.scoring import score_samples
     from megatron_uniapl.data.sample import Sample, SampleKind
-    from megatron_uniapl.rewards.samples import score_samples
 
     def sample(text, constraints=NO_COMMA_AND_QUOTED):
         return Sample(prompt_ids=[1], response_ids=[2], kind=SampleKind.ROLLOUT,

@@ -6,9 +6,15 @@ from pathlib import Path
 
 import pytest
 
-from megatron_uniapl.scaling.memory import GiB, Layout, memory_per_gpu, per_layer_params, stage_params_per_gpu
-from megatron_uniapl.scaling.plan import shipped_arch
-from megatron_uniapl.scaling.step_time import Hardware, StepWork, step_time
+from megatron_uniapl.planning.memory import (
+    GiB,
+    Layout,
+    memory_per_gpu,
+    per_layer_params,
+    stage_params_per_gpu,
+)
+from megatron_uniapl.planning.plan import shipped_arch
+from megatron_uniapl.planning.step_time import Hardware, StepWork, step_time
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -84,7 +90,11 @@ def test_step_time_by_hand():
 
 def test_recipe_step_work(monkeypatch):
     from megatron_uniapl.config import load_config
-    from megatron_uniapl.scaling.plan import predicted_step_time, step_work_for, tokens_per_step
+    from megatron_uniapl.planning.plan import (
+        predicted_step_time,
+        step_work_for,
+        tokens_per_step,
+    )
 
     for name in ("UNIAPL_MODELS", "UNIAPL_DATA", "UNIAPL_RUNS"):
         monkeypatch.setenv(name, "/x")

@@ -8,8 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
-
-from megatron_uniapl.scaling.report import ReportError, compare, main, summarize, table
+from scaling_report import ReportError, compare, main, summarize, table
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from megatron_uniapl.model.options import ModelOptions
+from megatron_uniapl.config.model import ModelOptions
 from megatron_uniapl.model.spec import resolve_spec, te_available
 
 
@@ -29,9 +29,10 @@ def test_portable_spec_refuses_context_and_sequence_parallel():
 
 
 def test_builder_checks_divisibility():
+    from test_hf_config import QWEN3_4B
+
     from megatron_uniapl.model.builder import qwen3_transformer_config
     from megatron_uniapl.model.hf_config import parse_qwen3_config
-    from test_hf_config import QWEN3_4B
 
     arch = parse_qwen3_config(QWEN3_4B)
     with pytest.raises(ValueError, match="tensor_parallel=16 must divide num_key_value_heads=8"):

@@ -6,7 +6,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from megatron_uniapl.data import toy_task
-from megatron_uniapl.data.schemas import read_demonstrations, read_eval_set, read_rl_prompts
+from megatron_uniapl.data.schemas import (
+    read_demonstrations,
+    read_eval_set,
+    read_rl_prompts,
+)
 from megatron_uniapl.rewards.reward import score
 
 SHIPPED = Path(__file__).resolve().parents[1] / "recipes" / "data"
@@ -58,7 +62,7 @@ def test_shipped_files_are_current_and_load(tmp_path):
     paths = toy_task.write(tmp_path, seed=0)
     for name, path in paths.items():
         shipped = SHIPPED / path.name
-        assert shipped.read_text() == path.read_text(), f"regenerate: python -m megatron_uniapl.data.toy_task"
+        assert shipped.read_text() == path.read_text(), "regenerate: python -m megatron_uniapl.data.toy_task"
     demos = read_demonstrations(SHIPPED / "toy_demos.jsonl")
     assert len(demos) == 92 and all(d.response for d in demos)
     assert len(read_eval_set(SHIPPED / "toy_eval.jsonl")) == 40

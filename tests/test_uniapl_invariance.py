@@ -17,13 +17,13 @@ import random
 
 import torch
 
+from megatron_uniapl.algorithm.advantages import assign_advantages
+from megatron_uniapl.config.objective import PolicyGradientConfig
+from megatron_uniapl.config.variants import objective_for_variant
 from megatron_uniapl.data.packing import pack_samples
 from megatron_uniapl.data.sample import Sample, SampleKind
-from megatron_uniapl.losses.adversarial import assign_advantages
-from megatron_uniapl.losses.config import PolicyGradientConfig
 from megatron_uniapl.losses.logprobs import logprobs_from_logits
 from megatron_uniapl.losses.uniapl import uniapl_loss
-from megatron_uniapl.losses.variants import objective_for_variant
 
 VOCAB = 23
 

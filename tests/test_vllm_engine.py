@@ -13,11 +13,17 @@ import shutil
 import pytest
 import torch
 
+from megatron_uniapl.config.rollout import SamplingConfig, VLLMEngineConfig
 from megatron_uniapl.model.tiny import create_tiny_qwen3
-from megatron_uniapl.rollout.engine import EngineDeadError, SamplingConfig
-from megatron_uniapl.rollout.vllm_config import UnservableModelError, VLLMEngineConfig
+from megatron_uniapl.rollout.engine import EngineDeadError
+from megatron_uniapl.rollout.servable import UnservableModelError
 from megatron_uniapl.rollout.vllm_engine import VLLMEngine
-from megatron_uniapl.rollout.weight_sync import WeightSyncMismatchError, push_weights, tensor_bytes, verify_sync
+from megatron_uniapl.rollout.weight_sync import (
+    WeightSyncMismatchError,
+    push_weights,
+    tensor_bytes,
+    verify_sync,
+)
 
 # find_spec, not importorskip: deselecting these tests (-m "not slow") must not pay vLLM's import
 pytestmark = [

@@ -24,8 +24,7 @@ def main(model_dir: str, out_path: str) -> None:
     dist.init_process_group("gloo")
     from transformers import Qwen3ForCausalLM
 
-    from megatron_uniapl.rollout.engine import SamplingConfig
-    from megatron_uniapl.rollout.vllm_config import VLLMEngineConfig
+    from megatron_uniapl.config.rollout import SamplingConfig, VLLMEngineConfig
     from megatron_uniapl.rollout.vllm_engine import VLLMEngine
 
     engine = VLLMEngine(model_dir, VLLMEngineConfig(

@@ -14,11 +14,8 @@ megatron_uniapl/eval/analyze.py.
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from megatron_uniapl.eval.analyze import main  # noqa: E402
+from megatron_uniapl.eval.analyze import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Run one benchmark: `python tools/bench.py NAME [args]` (NAME is a module of megatron_uniapl.bench).
+"""Run one benchmark: `python tools/bench.py NAME [args]` (NAME is a module of tools/benchmarks).
 
 With no NAME, runs every benchmark with its CPU defaults.
 """
@@ -9,13 +9,10 @@ from __future__ import annotations
 import importlib
 import pkgutil
 import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
 def available() -> list[str]:
-    import megatron_uniapl.bench as bench
+    import benchmarks as bench
 
     return sorted(m.name for m in pkgutil.iter_modules(bench.__path__) if not m.name.startswith("_"))
 
@@ -28,7 +25,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if not argv:
         for name in names:
-            rc = importlib.import_module(f"megatron_uniapl.bench.{name}").main([])
+            rc = importlib.import_module(f"benchmarks.{name}").main([])
             if rc:
                 return rc
         return 0
@@ -36,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     if name not in names:
         print(f"unknown benchmark {name!r}; available: {', '.join(names)}", file=sys.stderr)
         return 2
-    return importlib.import_module(f"megatron_uniapl.bench.{name}").main(rest)
+    return importlib.import_module(f"benchmarks.{name}").main(rest)
 
 
 if __name__ == "__main__":

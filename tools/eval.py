@@ -9,11 +9,8 @@ See megatron_uniapl/eval/run.py (and --help).
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from megatron_uniapl.eval.run import main  # noqa: E402
+from megatron_uniapl.eval.run import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -11,11 +11,8 @@ See megatron_uniapl/data/demos.py (and --help).
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from megatron_uniapl.data.demos import main  # noqa: E402
+from megatron_uniapl.teacher.generate import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -18,7 +18,6 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-
 logger = logging.getLogger(__name__)
 
 INDEX_NAME = "model.safetensors.index.json"

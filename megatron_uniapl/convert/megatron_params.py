@@ -17,7 +17,12 @@ import torch
 import torch.distributed as dist
 
 from megatron_uniapl.convert.hf_io import CheckpointMismatchError, HFCheckpointReader
-from megatron_uniapl.convert.qwen3 import TensorMap, all_maps, from_megatron_shards, to_megatron_shard
+from megatron_uniapl.convert.qwen3 import (
+    TensorMap,
+    all_maps,
+    from_megatron_shards,
+    to_megatron_shard,
+)
 from megatron_uniapl.model.hf_config import Qwen3Arch
 
 logger = logging.getLogger(__name__)

@@ -21,11 +21,15 @@ import tempfile
 from pathlib import Path
 
 from megatron_uniapl import parallel
+from megatron_uniapl.config.model import ModelOptions
 from megatron_uniapl.convert import mcore_checkpoint as ckpt
 from megatron_uniapl.convert.hf_io import CheckpointMismatchError, HFCheckpointReader
 from megatron_uniapl.convert.qwen3 import expected_hf_shapes
-from megatron_uniapl.model.hf_config import UnsupportedModelError, load_qwen3_arch, parse_qwen3_config
-from megatron_uniapl.model.options import ModelOptions
+from megatron_uniapl.model.hf_config import (
+    UnsupportedModelError,
+    load_qwen3_arch,
+    parse_qwen3_config,
+)
 from megatron_uniapl.tokenizer import check_vocab, has_tokenizer, load_tokenizer
 
 logger = logging.getLogger("convert_hf")

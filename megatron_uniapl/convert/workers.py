@@ -18,12 +18,12 @@ import torch
 import torch.distributed as dist
 
 from megatron_uniapl import parallel
+from megatron_uniapl.config.model import ModelOptions
 from megatron_uniapl.convert import mcore_checkpoint as ckpt
 from megatron_uniapl.convert.hf_io import HFCheckpointReader, ShardedSafetensorsWriter
 from megatron_uniapl.convert.megatron_params import iter_hf_tensors, load_hf_into_model
 from megatron_uniapl.model.builder import build_qwen3_model
 from megatron_uniapl.model.hf_config import parse_qwen3_config
-from megatron_uniapl.model.options import ModelOptions
 
 logger = logging.getLogger(__name__)
 
@@ -91,8 +91,9 @@ def export_worker(mcore_dir: str, out_dir: str, options: ModelOptions, token: st
 
 def _merge_stages(stage: Path, num_stages: int) -> None:
     """Move every pipeline stage's safetensors files into one HF directory with one index."""
-    from megatron_uniapl.convert.hf_io import INDEX_NAME, SINGLE_NAME
     from safetensors import safe_open
+
+    from megatron_uniapl.convert.hf_io import INDEX_NAME, SINGLE_NAME
 
     files = []
     for s in range(num_stages):

@@ -12,6 +12,9 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 
+CONSTRAINTS_KEY = "constraints"
+"""The `Sample.meta` key holding a rollout's list of validated `Constraint`s (what rewards check)."""
+
 
 class SampleKind(str, enum.Enum):
     """Where a sample's response came from, which decides the loss term it feeds."""

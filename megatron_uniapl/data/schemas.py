@@ -22,9 +22,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from megatron_uniapl.data.jsonl import (DataError, check_fields, expect_str, iter_jsonl,
-                                         read_jsonl)
-from megatron_uniapl.rewards.registry import Constraint, ConstraintError, build_constraints
+from megatron_uniapl.data.jsonl import (
+    DataError,
+    check_fields,
+    expect_str,
+    iter_jsonl,
+    read_jsonl,
+)
+from megatron_uniapl.rewards.registry import (
+    Constraint,
+    ConstraintError,
+    build_constraints,
+)
 
 ROLES = ("system", "user", "assistant")
 """Chat roles a demonstration's messages may use."""

@@ -18,7 +18,6 @@ from typing import Generic, TypeVar
 
 from megatron_uniapl.data.sample import Sample, SampleKind
 from megatron_uniapl.data.schemas import Demonstration, RLPrompt
-from megatron_uniapl.rewards.samples import CONSTRAINTS_KEY
 from megatron_uniapl.tokenizer import Tokenizer
 
 logger = logging.getLogger(__name__)
@@ -121,25 +120,6 @@ def encode_rl_prompt(tok: Tokenizer, prompt: RLPrompt, max_prompt: int, overlong
     if ids is None:
         return None
     return EncodedPrompt(ids, prompt.prompt, prompt.reference_response, list(prompt.constraints))
-
-
-def demo_as_prompt(sample: Sample) -> EncodedPrompt:
-    """A demonstration's prompt for A-SFT rollouts: its expert response is the reference."""
-    return EncodedPrompt(list(sample.prompt_ids), sample.prompt_text or "", sample.response_text, [])
-
-
-def rollout_samples(prompts: Sequence[EncodedPrompt], generations, group_offset: int) -> list[Sample]:
-    """Rollout `Sample`s from engine generations; `group_id` = group_offset + prompt index."""
-    out = []
-    for gen in generations:
-        p = prompts[gen.prompt_index]
-        out.append(Sample(
-            prompt_ids=list(p.prompt_ids), response_ids=list(gen.token_ids), kind=SampleKind.ROLLOUT,
-            group_id=group_offset + gen.prompt_index, rollout_logprobs=list(gen.logprobs),
-            prompt_text=p.prompt_text, response_text=gen.text, reference_text=p.reference_text,
-            meta={CONSTRAINTS_KEY: p.constraints},
-        ))
-    return out
 
 
 def take_usable(stream: RecordStream, n: int, encode, max_tries_factor: int = 20) -> list:

@@ -12,21 +12,8 @@ template (`InputTemplate`), a Python format string with the fields {prompt}, {re
 
 from __future__ import annotations
 
-import string
 from collections.abc import Sequence
 from typing import Protocol, runtime_checkable
-
-TEMPLATE_FIELDS = frozenset({"prompt", "reference", "response"})
-
-POLAR_LIKE_TEMPLATE = (
-    "<|im_start|>user\n{prompt}<|im_end|>\n"
-    "<|im_start|>assistant\nReference response:\n{reference}\n\n"
-    "Candidate response:\n{response}<|im_end|>"
-)
-"""Default layout: the prompt as the user turn, then the expert reference and the candidate in one
-assistant turn, so a sequence classifier reads the candidate with the reference in context (the
-reference-conditioned pattern of POLAR-style reward models). Use the layout the checkpoint was
-trained with when it has one."""
 
 
 @runtime_checkable
@@ -52,27 +39,6 @@ def check_triples(prompts: Sequence[str], references: Sequence[str], responses: 
                     f"{name}[{i}] is {type(v).__name__}, expected str (a missing expert reference?)"
                 )
     return n
-
-
-def validate_template(
-    template: str, where: str = "template", required: frozenset = frozenset({"response"})
-) -> str:
-    """Check that `template` uses only {prompt}/{reference}/{response} and all `required` ones."""
-    try:
-        fields = {name for _, name, _, _ in string.Formatter().parse(template) if name is not None}
-    except ValueError as err:
-        raise ValueError(
-            f"{where} is not a valid format string ({err}); write literal braces as {{{{ }}}}"
-        ) from err
-    unknown = fields - TEMPLATE_FIELDS
-    if unknown:
-        raise ValueError(
-            f"{where} uses unknown field(s) {sorted(unknown)}; allowed: {sorted(TEMPLATE_FIELDS)}"
-        )
-    missing = set(required) - fields
-    if missing:
-        raise ValueError(f"{where} lacks the field(s) {sorted(missing)}")
-    return template
 
 
 def render(

@@ -17,13 +17,17 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 import torch
 
-from megatron_uniapl.discriminator.adversarial_loss import discriminator_loss, log_odds_score, r1_penalty
-from megatron_uniapl.discriminator.base import check_triples, render, validate_template
+from megatron_uniapl.config.discriminator import CoTrainedDiscriminatorConfig
+from megatron_uniapl.discriminator.base import check_triples, render
+from megatron_uniapl.discriminator.classifier_loss import (
+    discriminator_loss,
+    log_odds_score,
+    r1_penalty,
+)
 
 
 @runtime_checkable
@@ -46,49 +50,6 @@ class EmbeddingSequenceScorer(SequenceScorer, Protocol):
     def score_embeddings(self, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """[N, S, H] embeddings -> [N] logits; must equal `__call__` on the same tokens."""
         ...
-
-
-@dataclass
-class CoTrainedDiscriminatorConfig:
-    """Optimization and stability settings of the co-trained discriminator."""
-
-    lr: float = 1e-6
-    """Its own learning rate (AdamW), independent of the policy's."""
-    weight_decay: float = 0.0
-    """AdamW weight decay."""
-    betas: tuple[float, float] = (0.9, 0.999)
-    """AdamW betas."""
-    update_ratio: float = 1.0
-    """Discriminator optimizer steps per policy step; 0.5 = every other policy step, 2 = two."""
-    label_smoothing: float = 0.1
-    """One-sided smoothing of the expert target (1 -> 1 - s); in [0, 0.5)."""
-    r1_gamma: float = 0.0
-    """Weight gamma of the R1 penalty (gamma / 2 * E||dz/dx||^2 on expert inputs); 0 = off.
-    Needs a scorer with `embed` and `score_embeddings`."""
-    grad_clip: float | None = 1.0
-    """Max global gradient norm per update; None = no clipping."""
-    score_clip: float | None = 10.0
-    """Bound on |score| handed to the policy (before group normalization); None = unbounded."""
-    template: str = "{prompt}{response}"
-    """Text layout for `score()` on strings (fields {prompt}, {reference}, {response})."""
-    max_length: int = 4096
-    """Longest tokenized input for `score()` on strings; longer ones keep their last tokens."""
-
-    def validate(self, where: str = "discriminator.cotrained") -> None:
-        """Raise ValueError naming the offending field."""
-        if self.lr <= 0:
-            raise ValueError(f"{where}.lr must be > 0, got {self.lr}")
-        if self.update_ratio < 0:
-            raise ValueError(f"{where}.update_ratio must be >= 0, got {self.update_ratio}")
-        if not 0.0 <= self.label_smoothing < 0.5:
-            raise ValueError(f"{where}.label_smoothing must be in [0, 0.5), got {self.label_smoothing}")
-        if self.r1_gamma < 0:
-            raise ValueError(f"{where}.r1_gamma must be >= 0, got {self.r1_gamma}")
-        for name in ("grad_clip", "score_clip"):
-            v = getattr(self, name)
-            if v is not None and v <= 0:
-                raise ValueError(f"{where}.{name} must be > 0 or None, got {v}")
-        validate_template(self.template, f"{where}.template")
 
 
 class CoTrainedDiscriminator:

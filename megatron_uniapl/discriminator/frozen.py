@@ -15,49 +15,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import torch
 
-from megatron_uniapl.discriminator.base import POLAR_LIKE_TEMPLATE, check_triples, render, validate_template
+from megatron_uniapl.config.discriminator import FrozenScorerConfig
+from megatron_uniapl.discriminator.base import check_triples, render
 
 log = logging.getLogger(__name__)
-
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-
-
-@dataclass
-class FrozenScorerConfig:
-    """Where the frozen reward model is and how it is fed."""
-
-    path: str
-    """Directory of a Hugging Face checkpoint (config, weights, tokenizer files)."""
-    template: str = POLAR_LIKE_TEMPLATE
-    """Input layout with {prompt}, {reference}, {response} (see discriminator.base)."""
-    batch_size: int = 16
-    """Triples per forward pass."""
-    max_length: int = 4096
-    """Longest input in tokens; longer ones are truncated from `truncation_side`."""
-    truncation_side: str = "left"
-    """"left" keeps the end of the input (the candidate response); "right" keeps the start."""
-    device: str = "auto"
-    """"auto" (CUDA when available), "cpu", "cuda" or "cuda:N"."""
-    dtype: str = "float32"
-    """Weights and compute dtype: "float32", "bfloat16" or "float16"."""
-    tokenizer_path: str | None = None
-    """Tokenizer directory when it is not `path`."""
-
-    def validate(self, where: str = "discriminator.frozen") -> None:
-        """Raise ValueError naming the offending field."""
-        validate_template(self.template, f"{where}.template")
-        if self.batch_size <= 0 or self.max_length <= 0:
-            raise ValueError(f"{where}.batch_size and {where}.max_length must be > 0")
-        if self.truncation_side not in ("left", "right"):
-            raise ValueError(
-                f"{where}.truncation_side must be 'left' or 'right', got {self.truncation_side!r}"
-            )
-        if self.dtype not in DTYPES:
-            raise ValueError(f"{where}.dtype is {self.dtype!r}; choose one of {sorted(DTYPES)}")
 
 
 class FrozenRewardModel:
@@ -75,7 +39,7 @@ class FrozenRewardModel:
         self.tokenizer = AutoTokenizer.from_pretrained(config.tokenizer_path or config.path)
         self.tokenizer.padding_side = "right"
         self.tokenizer.truncation_side = config.truncation_side
-        model = AutoModelForSequenceClassification.from_pretrained(config.path, dtype=DTYPES[config.dtype])
+        model = AutoModelForSequenceClassification.from_pretrained(config.path, dtype=getattr(torch, config.dtype))
         if model.config.num_labels not in (1, 2):
             raise ValueError(
                 f"{config.path}: num_labels is {model.config.num_labels}; a discriminator needs "

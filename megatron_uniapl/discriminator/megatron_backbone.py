@@ -29,8 +29,8 @@ import math
 import torch
 import torch.distributed as dist
 
+from megatron_uniapl.config.model import ModelOptions
 from megatron_uniapl.model.hf_config import Qwen3Arch
-from megatron_uniapl.model.options import ModelOptions
 
 
 class MegatronSequenceScorer(torch.nn.Module):
@@ -50,7 +50,10 @@ class MegatronSequenceScorer(torch.nn.Module):
             self.head.bias.zero_()
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        from megatron_uniapl.model.packing import packed_seq_params, position_ids_from_lengths
+        from megatron_uniapl.model.packing import (
+            packed_seq_params,
+            position_ids_from_lengths,
+        )
 
         if input_ids.shape != attention_mask.shape or input_ids.dim() != 2:
             raise ValueError(

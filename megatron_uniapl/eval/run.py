@@ -25,6 +25,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from megatron_uniapl.config.rollout import SamplingConfig
 from megatron_uniapl.data.jsonl import DataError
 from megatron_uniapl.data.schemas import EvalPrompt, read_eval_set
 from megatron_uniapl.eval.ifeval import evaluate
@@ -32,7 +33,6 @@ from megatron_uniapl.eval.model_source import servable_model_dir
 from megatron_uniapl.eval.tables import results_markdown
 from megatron_uniapl.rewards.verify import follow_list
 from megatron_uniapl.rollout import chat_generation as gen
-from megatron_uniapl.rollout.engine import SamplingConfig
 
 logger = logging.getLogger(__name__)
 

@@ -25,9 +25,13 @@ from __future__ import annotations
 
 import torch
 
-from megatron_uniapl.losses.reduction import LossTerm, masked_log_ratio, masked_sum, masked_term
-
-KL_ESTIMATORS = ("k1", "k2", "k3")
+from megatron_uniapl.config.objective import KL_ESTIMATORS
+from megatron_uniapl.losses.reduction import (
+    LossTerm,
+    masked_log_ratio,
+    masked_sum,
+    masked_term,
+)
 
 
 def clipped_surrogate_term(

@@ -28,7 +28,7 @@ token count returned beside it, and DDP uses `gradient_scaling_factor = 1.0` (it
 over data-parallel ranks; `average_in_collective` must stay False). The one place that would still
 rescale is `finalize_model_grads(chunks, num_tokens)`, which divides every gradient by the summed
 `num_tokens`; the step (`megatron_uniapl.model.distributed.train_step`) calls it with
-`num_tokens=None`. So the Megatron loss function (`megatron_uniapl.objective.UniAPLLoss`) returns
+`num_tokens=None`. So the Megatron loss function (`megatron_uniapl.algorithm.loss.UniAPLLoss`) returns
 exactly `combine_terms(...)`'s loss, `sum_k w_k * total_k / N_k`, with no extra factor.
 
 Why not the per-micro-batch mean: a micro-batch with 10 demo tokens would weigh as much as one with

@@ -20,7 +20,7 @@ from collections.abc import Mapping
 
 import torch
 
-from megatron_uniapl.losses.config import PolicyGradientConfig, StepWeights
+from megatron_uniapl.config.objective import PolicyGradientConfig, StepWeights
 from megatron_uniapl.losses.pg import clipped_surrogate_term, kl_term
 from megatron_uniapl.losses.reduction import LossTerm, combine_terms
 from megatron_uniapl.losses.sft import sft_term

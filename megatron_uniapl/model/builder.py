@@ -15,8 +15,8 @@ import logging
 import torch
 import torch.nn.functional as F
 
+from megatron_uniapl.config.model import ModelOptions
 from megatron_uniapl.model.hf_config import Qwen3Arch
-from megatron_uniapl.model.options import ModelOptions
 from megatron_uniapl.model.spec import layer_spec
 
 logger = logging.getLogger(__name__)

@@ -8,7 +8,7 @@ learning rate). `train_step` is one optimizer step over the micro-batches of one
 
 Gradient scale: our TransformerConfig has `calculate_per_token_loss=True`, so DDP sums gradients
 over data-parallel ranks (no 1/dp) and the schedule does not divide by the micro-batch count; the
-loss functions normalize by global token counts themselves (see `megatron_uniapl.objective`).
+loss functions normalize by global token counts themselves (see `megatron_uniapl.algorithm.loss`).
 `finalize_model_grads` is called here with `num_tokens=None` so it does not divide again.
 """
 
@@ -93,7 +93,10 @@ def wrap_ddp(model_chunks: list[torch.nn.Module], settings: OptimizerSettings) -
     later chunks' buffers are reduced as one). Overlap of communication with the backward pass is
     off: it needs CUDA streams, and the step below finishes the reduction explicitly.
     """
-    from megatron.core.distributed import DistributedDataParallel, DistributedDataParallelConfig
+    from megatron.core.distributed import (
+        DistributedDataParallel,
+        DistributedDataParallelConfig,
+    )
     ddp_config = DistributedDataParallelConfig(
         grad_reduce_in_fp32=settings.grad_reduce_in_fp32,
         overlap_grad_reduce=False,
@@ -210,8 +213,8 @@ def train_step(model_chunks, optimizer, micro_batches: list[dict], loss_fn, sche
     """
     from megatron.core.distributed import finalize_model_grads
 
+    from megatron_uniapl.algorithm.loss import sum_metrics
     from megatron_uniapl.model.pipeline import run_microbatches
-    from megatron_uniapl.objective import sum_metrics
 
     for chunk in model_chunks:
         chunk.zero_grad_buffer()

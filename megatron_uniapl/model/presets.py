@@ -39,3 +39,16 @@ def training_flops_per_token(arch: Qwen3Arch, seq_len: int) -> float:
     dense = arch.num_layers * per_layer + arch.vocab_size * h  # the LM head's matmul counts always
     attention = arch.num_layers * 6 * seq_len * q
     return 6 * dense + attention
+
+PEAK_BF16_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "B200": 2250.0}
+"""Dense bf16 datasheet peaks by device-name substring."""
+
+
+def peak_tflops() -> float | None:
+    import torch
+
+    """The bf16 dense peak of the current GPU (None on a CPU or an unknown GPU)."""
+    if not torch.cuda.is_available():
+        return None
+    name = torch.cuda.get_device_name()
+    return next((v for k, v in PEAK_BF16_TFLOPS.items() if k in name), None)

@@ -13,7 +13,7 @@ import logging
 import torch
 from megatron.core.transformer.spec_utils import ModuleSpec
 
-from megatron_uniapl.model.options import ModelOptions
+from megatron_uniapl.config.model import ModelOptions
 
 logger = logging.getLogger(__name__)
 
@@ -72,7 +72,9 @@ def portable_layer_spec() -> ModuleSpec:
 
 def te_layer_spec() -> ModuleSpec:
     """Megatron's Transformer Engine layer (fused norm+linear, TE attention, FP8-capable)."""
-    from megatron.core.models.gpt.gpt_layer_specs import get_gpt_layer_with_transformer_engine_spec
+    from megatron.core.models.gpt.gpt_layer_specs import (
+        get_gpt_layer_with_transformer_engine_spec,
+    )
 
     return get_gpt_layer_with_transformer_engine_spec(qk_layernorm=True)
 

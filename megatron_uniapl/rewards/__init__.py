@@ -5,5 +5,5 @@
 - `ifeval_words`, `ifeval_format`, `ifeval_structure`: the 25 IFEval types, with the reference
   implementation's semantics (checked against it in tests/test_rewards_ifeval_agreement.py).
 - `verify`: strict and loose verdicts; `reward`: reward modes, batches and a process pool;
-  `samples`: fills `Sample.rewards`; `corpus`: a deterministic response workload.
+  `corpus`: a deterministic response workload.
 """

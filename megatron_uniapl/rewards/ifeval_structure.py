@@ -10,8 +10,14 @@ from __future__ import annotations
 import re
 
 from megatron_uniapl.rewards import text
-from megatron_uniapl.rewards.registry import (Kwarg, compare, non_empty, non_negative,
-                                              register, relation_ok)
+from megatron_uniapl.rewards.registry import (
+    Kwarg,
+    compare,
+    non_empty,
+    non_negative,
+    register,
+    relation_ok,
+)
 
 RELATION_DOC = "'less than' (count < threshold) or 'at least' (count >= threshold)"
 TWO_RESPONSES_SEPARATOR = "******"

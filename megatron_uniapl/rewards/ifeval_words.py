@@ -18,8 +18,14 @@ from __future__ import annotations
 import re
 
 from megatron_uniapl.rewards import text
-from megatron_uniapl.rewards.registry import (Kwarg, compare, non_empty, non_negative,
-                                              register, relation_ok)
+from megatron_uniapl.rewards.registry import (
+    Kwarg,
+    compare,
+    non_empty,
+    non_negative,
+    register,
+    relation_ok,
+)
 
 
 def _regex_problem(pattern: str) -> str | None:

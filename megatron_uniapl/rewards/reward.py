@@ -13,35 +13,14 @@ over processes: `RewardPool` keeps warm workers for the whole run.
 
 from __future__ import annotations
 
-import enum
 import multiprocessing
 from concurrent.futures import ProcessPoolExecutor
 from typing import Protocol, Sequence, Union
 
+from megatron_uniapl.config.reward import RewardMode
 from megatron_uniapl.rewards import registry, text
 from megatron_uniapl.rewards.registry import Constraint
 from megatron_uniapl.rewards.verify import follow_list
-
-
-class RewardMode(str, enum.Enum):
-    """How a prompt's per-constraint verdicts become one reward."""
-
-    STRICT = "strict"
-    """1.0 iff all constraints hold on the response as written."""
-    STRICT_FRACTION = "strict_fraction"
-    """Fraction of constraints that hold on the response as written."""
-    LOOSE = "loose"
-    """1.0 iff all constraints hold, each on some loose variant of the response."""
-    LOOSE_FRACTION = "loose_fraction"
-    """Fraction of constraints that hold on some loose variant."""
-
-    @property
-    def loose(self) -> bool:
-        return self in (RewardMode.LOOSE, RewardMode.LOOSE_FRACTION)
-
-    @property
-    def fraction(self) -> bool:
-        return self in (RewardMode.STRICT_FRACTION, RewardMode.LOOSE_FRACTION)
 
 
 class ConstrainedPrompt(Protocol):

@@ -20,8 +20,9 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from megatron_uniapl.rollout.engine import Generation, SamplingConfig
-from megatron_uniapl.rollout.vllm_config import VLLMEngineConfig, read_model_config
+from megatron_uniapl.config.rollout import SamplingConfig, VLLMEngineConfig
+from megatron_uniapl.rollout.engine import Generation
+from megatron_uniapl.rollout.servable import read_model_config
 
 logger = logging.getLogger(__name__)
 
@@ -120,7 +121,7 @@ def start_engine(model_dir: str | Path, options: ServeOptions):
     join_world(options)
     from vllm.platforms import current_platform
 
-    from megatron_uniapl.rollout.vllm_config import UnservableModelError
+    from megatron_uniapl.rollout.servable import UnservableModelError
     from megatron_uniapl.rollout.vllm_engine import VLLMEngine
 
     try:

@@ -8,28 +8,12 @@ few calls only, not on vLLM's API, which changes between releases.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Protocol
 
 import torch
 
-
-@dataclass
-class SamplingConfig:
-    """How responses are sampled."""
-
-    n: int = 1
-    """Samples per prompt (the GRPO group size G for RL prompts)."""
-    temperature: float = 1.0
-    """Softmax temperature; 0 means greedy."""
-    top_p: float = 1.0
-    """Nucleus sampling mass."""
-    max_tokens: int = 256
-    """Maximum number of generated tokens per sample."""
-    stop: list[str] = field(default_factory=list)
-    """Strings that end a sample (not included in the output)."""
-    seed: int | None = None
-    """Seed for reproducible sampling; None draws a fresh one."""
+from megatron_uniapl.config.rollout import SamplingConfig
 
 
 @dataclass

@@ -22,10 +22,15 @@ from pathlib import Path
 
 import torch
 
-from megatron_uniapl.rollout.engine import EngineDeadError, Generation, SamplingConfig
-from megatron_uniapl.rollout.vllm_config import VLLMEngineConfig, check_servable, checkpoint_manifest
+from megatron_uniapl.config.rollout import SamplingConfig, VLLMEngineConfig
+from megatron_uniapl.rollout.engine import EngineDeadError, Generation
+from megatron_uniapl.rollout.servable import check_servable, checkpoint_manifest
 from megatron_uniapl.rollout.weight_manifest import UpdateTracker, WeightManifest
-from megatron_uniapl.rollout.weight_sync import DEFAULT_BUCKET_BYTES, SyncStats, push_weights
+from megatron_uniapl.rollout.weight_sync import (
+    DEFAULT_BUCKET_BYTES,
+    SyncStats,
+    push_weights,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -65,7 +70,9 @@ def _unique_cpu_shm_names(active: bool):
     if not active:
         yield
         return
-    from vllm.distributed.device_communicators.cpu_communicator import _CPUSHMDistributed
+    from vllm.distributed.device_communicators.cpu_communicator import (
+        _CPUSHMDistributed,
+    )
 
     original = _CPUSHMDistributed.__dict__["make_group_name"]
     suffix = os.environ.get("MASTER_PORT", "0")

@@ -25,7 +25,6 @@ from collections.abc import Sequence
 
 import torch
 
-
 _RELOAD_LOGGER = "vllm.model_executor.model_loader.reload.layerwise"
 
 
@@ -46,7 +45,9 @@ class WeightSyncWorkerExtension:
 
     def uniapl_begin_weight_update(self) -> None:
         from vllm.config import set_current_vllm_config
-        from vllm.model_executor.model_loader.reload.layerwise import initialize_layerwise_reload
+        from vllm.model_executor.model_loader.reload.layerwise import (
+            initialize_layerwise_reload,
+        )
 
         with set_current_vllm_config(self.vllm_config):
             initialize_layerwise_reload(self.model_runner.get_model())
@@ -61,7 +62,9 @@ class WeightSyncWorkerExtension:
 
     def uniapl_finish_weight_update(self) -> None:
         from vllm.config import set_current_vllm_config
-        from vllm.model_executor.model_loader.reload.layerwise import finalize_layerwise_reload
+        from vllm.model_executor.model_loader.reload.layerwise import (
+            finalize_layerwise_reload,
+        )
 
         notice = _RotaryReloadNotice()
         logging.getLogger(_RELOAD_LOGGER).addFilter(notice)

@@ -23,7 +23,8 @@ from collections.abc import Callable, Iterable
 
 import torch
 
-from megatron_uniapl.rollout.engine import Generation, RolloutEngine, SamplingConfig
+from megatron_uniapl.config.rollout import SamplingConfig
+from megatron_uniapl.rollout.engine import Generation, RolloutEngine
 from megatron_uniapl.rollout.weight_sync import SyncCheck, SyncStats
 from megatron_uniapl.scheduler.offload import TensorOffloader
 

@@ -1,7 +1,7 @@
 """The run configuration: recipes on disk -> a validated `RunConfig`, and back to disk.
 
-The sections (one dataclass each, one docstring per field) are in `config_sections` and are
-re-exported here, so `from megatron_uniapl.config import RunConfig, load_config` is the API.
+The sections (one dataclass each, one docstring per field) are in `config.sections`; the
+package re-exports them, so `from megatron_uniapl.config import RunConfig, load_config` is the API.
 
 A recipe is a YAML mapping of sections. `base: other.yaml` (relative to the recipe's folder)
 makes it inherit another recipe, so a variant names only what differs; chains are allowed,
@@ -23,10 +23,19 @@ from typing import Any
 
 import yaml
 
-from megatron_uniapl.config_sections import (  # noqa: F401  (re-exported)
-    CheckpointSection, DataSection, DiscriminatorSection, LoggingSection, ModelSection, ObjectiveSection,
-    OptimizerSection, PlanSection, RewardSection, RolloutSection, RunConfig, TrainSection, VARIANT_CHOICES)
-from megatron_uniapl.config_io import ConfigError, build, load_yaml, merge, origin_of, parse_override, set_path, to_data
+from megatron_uniapl.config.sections import (
+    RunConfig,
+)
+from megatron_uniapl.config.yaml_io import (
+    ConfigError,
+    build,
+    load_yaml,
+    merge,
+    origin_of,
+    parse_override,
+    set_path,
+    to_data,
+)
 
 RESOLVED_NAME = "resolved_config.yaml"
 """File name of the resolved configuration inside the run directory."""

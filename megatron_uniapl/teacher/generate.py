@@ -13,7 +13,7 @@ each prompt of an RL-prompt file (IFEval files are accepted as is) with the poli
   counts of the whole run can be summed.
 
 A prompt's key is its `key` field, or else a hash of its text (identical prompts then share one
-demonstration). A restart skips every key present in either file; see `demo_log` for how an
+demonstration). A restart skips every key present in either file; see `record_log` for how an
 interrupted write is recovered. With `--filter`, a sample is kept only if it satisfies all of its
 prompt's constraints (strict or loose verdicts, the same checkers that reward RL); with `--n`
 samples per prompt the first passing one is kept. Samples cut off at `max_tokens` are rejected
@@ -29,12 +29,14 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from megatron_uniapl.data import demo_log
+from megatron_uniapl.config.reward import RewardMode
+from megatron_uniapl.config.rollout import SamplingConfig
 from megatron_uniapl.data.jsonl import DataError, iter_jsonl
 from megatron_uniapl.data.schemas import RLPrompt, parse_rl_prompt
-from megatron_uniapl.rewards.reward import RewardMode, score
+from megatron_uniapl.rewards.reward import score
 from megatron_uniapl.rollout import chat_generation as gen
-from megatron_uniapl.rollout.engine import Generation, SamplingConfig
+from megatron_uniapl.rollout.engine import Generation
+from megatron_uniapl.teacher import record_log
 
 logger = logging.getLogger(__name__)
 
@@ -155,8 +157,8 @@ def generate_demos(config: DemoConfig, engine=None) -> dict:
     gen.join_world(config.serve)
     if gen.is_writer():
         for path in (config.out, log_path):
-            demo_log.drop_partial_last_line(path)
-    done = set(demo_log.read_keys(config.out, "id")) | set(demo_log.read_keys(log_path, "id"))
+            record_log.drop_partial_last_line(path)
+    done = set(record_log.read_keys(config.out, "id")) | set(record_log.read_keys(log_path, "id"))
     pending = [i for i, (key, _) in enumerate(prompts) if key not in done]
     summary = {
         "prompts": len(prompts),
@@ -202,8 +204,8 @@ def generate_demos(config: DemoConfig, engine=None) -> dict:
 
 def _run(engine, prompts, prompt_ids, done, config: DemoConfig, log_path: Path, summary: dict) -> None:
     writer = gen.is_writer()
-    demos = demo_log.AppendLog(config.out) if writer else None
-    attempts = demo_log.AppendLog(log_path) if writer else None
+    demos = record_log.AppendLog(config.out) if writer else None
+    attempts = record_log.AppendLog(log_path) if writer else None
     try:
         for indices, samples in gen.generate_in_batches(
             engine,
@@ -241,7 +243,7 @@ def _finish(summary: dict, config: DemoConfig) -> dict:
     """Add the totals over the whole file (earlier runs included) to this run's counts."""
     if gen.is_writer():
         keys = {key for key, _ in read_prompts(config.prompts, config.limit)}
-        kept = demo_log.read_keys(config.out, "id")
+        kept = record_log.read_keys(config.out, "id")
         summary["total_demonstrations"] = sum(1 for key in kept if key in keys)
         summary["total_without_demonstration"] = len(keys) - summary["total_demonstrations"]
     return summary

@@ -15,25 +15,15 @@ import gc
 
 import torch
 
-from megatron_uniapl.bench._timing import median_seconds
-
-PEAK_BF16_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "B200": 2250.0}
-"""Dense bf16 datasheet peaks by device-name substring."""
-
-
-def peak_tflops() -> float | None:
-    """The bf16 dense peak of the current GPU (None on a CPU or an unknown GPU)."""
-    if not torch.cuda.is_available():
-        return None
-    name = torch.cuda.get_device_name()
-    return next((v for k, v in PEAK_BF16_TFLOPS.items() if k in name), None)
+from benchmarks._timing import median_seconds
+from megatron_uniapl.model.presets import peak_tflops
 
 
 def bench_shape(arch, seq: int, micro_batch: int, dtype: torch.dtype, warmup: int, steps: int) -> dict:
     from transformers import AutoModelForCausalLM, Qwen3Config
 
+    from megatron_uniapl.config.model import ModelOptions
     from megatron_uniapl.model.builder import build_qwen3_model
-    from megatron_uniapl.model.options import ModelOptions
     from megatron_uniapl.model.presets import training_flops_per_token
 
     device = "cuda" if torch.cuda.is_available() else "cpu"

@@ -23,7 +23,7 @@ import tempfile
 
 import torch
 
-from megatron_uniapl.bench._timing import median_seconds
+from benchmarks._timing import median_seconds
 
 
 def _parse(argv: list[str]) -> argparse.Namespace:
@@ -40,18 +40,18 @@ def main(argv: list[str] | None = None) -> int:
     args = _parse(list(argv or []))
     logging.basicConfig(level=logging.WARNING)
     from megatron_uniapl import parallel
+    from megatron_uniapl.config.model import ModelOptions
+    from megatron_uniapl.config.rollout import VLLMEngineConfig
     from megatron_uniapl.convert.hf_io import HFCheckpointReader
     from megatron_uniapl.convert.megatron_params import load_hf_into_model
     from megatron_uniapl.model.builder import build_qwen3_model
     from megatron_uniapl.model.hf_config import load_qwen3_arch
-    from megatron_uniapl.model.options import ModelOptions
     from megatron_uniapl.model.tiny import create_tiny_qwen3
     from megatron_uniapl.rollout.megatron_sync import (
         MegatronSyncConfig,
         iter_model_buckets,
         sync_megatron_weights,
     )
-    from megatron_uniapl.rollout.vllm_config import VLLMEngineConfig
     from megatron_uniapl.rollout.vllm_engine import VLLMEngine
 
     heads = max(2, args.hidden // 32)

@@ -18,12 +18,12 @@ import time
 
 import torch
 
+from megatron_uniapl.algorithm.advantages import assign_advantages
+from megatron_uniapl.config.variants import objective_for_variant
 from megatron_uniapl.data.packing import pack_samples
 from megatron_uniapl.data.sample import Sample, SampleKind
-from megatron_uniapl.losses.adversarial import assign_advantages
 from megatron_uniapl.losses.logprobs import logprobs_from_logits
 from megatron_uniapl.losses.uniapl import uniapl_loss
-from megatron_uniapl.losses.variants import objective_for_variant
 
 
 def _batch(args, rng: random.Random, with_demos: bool) -> list[Sample]:

@@ -33,10 +33,13 @@ from dataclasses import dataclass
 
 import torch
 
+from megatron_uniapl.config.objective import PolicyGradientConfig, StepWeights
 from megatron_uniapl.data.packing import PackedBatch, PackedMicroBatch
-from megatron_uniapl.losses.config import PolicyGradientConfig, StepWeights
 from megatron_uniapl.losses.uniapl import uniapl_loss
-from megatron_uniapl.losses.vocab_parallel import vocab_parallel_entropy, vocab_parallel_logprobs
+from megatron_uniapl.losses.vocab_parallel import (
+    vocab_parallel_entropy,
+    vocab_parallel_logprobs,
+)
 
 LOSS_INPUT_KEYS = (
     "sft_mask",

@@ -16,9 +16,10 @@ import os
 import time
 from pathlib import Path
 
+from megatron_uniapl.config.reward import RewardMode
 from megatron_uniapl.rewards.corpus import responses_for
 from megatron_uniapl.rewards.registry import Constraint, build_constraints
-from megatron_uniapl.rewards.reward import RewardMode, RewardPool, score_batch
+from megatron_uniapl.rewards.reward import RewardPool, score_batch
 
 
 def ifeval_workload(path: Path, num: int) -> tuple[list[list[Constraint]], list[str]]:

@@ -21,7 +21,7 @@ import tempfile
 
 import torch
 
-from megatron_uniapl.bench._timing import median_seconds
+from benchmarks._timing import median_seconds
 
 
 def _parse(argv: list[str]) -> argparse.Namespace:
@@ -42,9 +42,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING)
     from transformers import Qwen3ForCausalLM
 
+    from megatron_uniapl.config.rollout import SamplingConfig, VLLMEngineConfig
     from megatron_uniapl.model.tiny import create_tiny_qwen3
-    from megatron_uniapl.rollout.engine import SamplingConfig
-    from megatron_uniapl.rollout.vllm_config import VLLMEngineConfig
     from megatron_uniapl.rollout.vllm_engine import VLLMEngine
 
     heads = max(2, args.hidden // 32)

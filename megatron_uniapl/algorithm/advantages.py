@@ -15,9 +15,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from megatron_uniapl.config.objective import PolicyGradientConfig, StepWeights
 from megatron_uniapl.data.sample import Sample, SampleKind
 from megatron_uniapl.losses.advantages import group_normalize, shaped_signal
-from megatron_uniapl.losses.config import PolicyGradientConfig, StepWeights
 
 TASK = "task"
 """Advantage (and reward) key of the verifiable task signal."""

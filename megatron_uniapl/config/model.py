@@ -9,9 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-import torch
-
-_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+DTYPE_NAMES = ("float32", "bfloat16", "float16")
+"""The dtypes a model runs in (names of torch dtypes; the configuration does not import torch)."""
 
 
 @dataclass
@@ -48,8 +47,11 @@ class ModelOptions:
     """Standard deviation of the random initialization when no checkpoint is loaded."""
 
     @property
-    def torch_dtype(self) -> torch.dtype:
-        return _DTYPES[self.dtype]
+    def torch_dtype(self):
+        """The `torch.dtype` of `dtype` (torch is imported here, not when the config loads)."""
+        import torch
+
+        return getattr(torch, self.dtype)
 
     @property
     def model_parallel_size(self) -> int:
@@ -60,8 +62,8 @@ class ModelOptions:
         for name in ("tensor_parallel", "pipeline_parallel", "context_parallel"):
             if getattr(self, name) < 1:
                 raise ValueError(f"model.{name} must be >= 1, got {getattr(self, name)}")
-        if self.dtype not in _DTYPES:
-            raise ValueError(f"model.dtype must be one of {sorted(_DTYPES)}, got {self.dtype!r}")
+        if self.dtype not in DTYPE_NAMES:
+            raise ValueError(f"model.dtype must be one of {sorted(DTYPE_NAMES)}, got {self.dtype!r}")
         if self.spec not in ("auto", "te", "portable"):
             raise ValueError(f"model.spec must be 'auto', 'te' or 'portable', got {self.spec!r}")
         if self.sequence_parallel and self.tensor_parallel == 1:

@@ -58,10 +58,10 @@ def _demos(args, rng: random.Random) -> list[Sample]:
 
 
 def _step_fn(chunks, optimizer, samples, objective, budget, disc=None):
+    from megatron_uniapl.algorithm.advantages import assign_advantages
+    from megatron_uniapl.algorithm.loss import UniAPLLoss, attach_logprobs, rank_batches
     from megatron_uniapl.data.packing import pack_samples
-    from megatron_uniapl.losses.adversarial import assign_advantages
     from megatron_uniapl.model.distributed import train_step
-    from megatron_uniapl.objective import UniAPLLoss, attach_logprobs, rank_batches
 
     weights = objective.weights_at(0)
     assign_advantages(samples, weights, objective.pg)
@@ -113,12 +113,19 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     from megatron_uniapl import parallel
-    from megatron_uniapl.discriminator.cotrained import CoTrainedDiscriminator, CoTrainedDiscriminatorConfig
-    from megatron_uniapl.discriminator.megatron_backbone import build_megatron_discriminator
-    from megatron_uniapl.losses.variants import objective_for_variant
-    from megatron_uniapl.model.distributed import OptimizerSettings, build_optimizer, wrap_ddp
+    from megatron_uniapl.config.discriminator import CoTrainedDiscriminatorConfig
+    from megatron_uniapl.config.model import ModelOptions
+    from megatron_uniapl.config.variants import objective_for_variant
+    from megatron_uniapl.discriminator.cotrained import CoTrainedDiscriminator
+    from megatron_uniapl.discriminator.megatron_backbone import (
+        build_megatron_discriminator,
+    )
+    from megatron_uniapl.model.distributed import (
+        OptimizerSettings,
+        build_optimizer,
+        wrap_ddp,
+    )
     from megatron_uniapl.model.hf_config import load_qwen3_arch
-    from megatron_uniapl.model.options import ModelOptions
     from megatron_uniapl.model.tiny import create_tiny_qwen3
 
     parallel.initialize(1, 1)

@@ -15,8 +15,10 @@ from __future__ import annotations
 import difflib
 from dataclasses import dataclass, field
 
-from megatron_uniapl.losses.pg import KL_ESTIMATORS
-from megatron_uniapl.losses.schedule import MuSchedule
+from megatron_uniapl.config.schedule import MuSchedule
+
+KL_ESTIMATORS = ("k1", "k2", "k3")
+"""Estimators of KL(pi || pi_ref) per token (see `losses.pg.kl_per_token`)."""
 
 ROLLOUT_PROMPTS = ("none", "rl", "demo")
 

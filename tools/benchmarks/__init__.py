@@ -1,2 +1,2 @@
 """Benchmarks: each module has `main(argv)` and prints ratios against a baseline run in the same
-process. `tools/bench.py NAME ...` dispatches to `megatron_uniapl.bench.NAME`."""
+process. `tools/bench.py NAME ...` dispatches to `benchmarks.NAME`."""

@@ -21,8 +21,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import replace
 
-from megatron_uniapl.losses.config import ObjectiveConfig, PolicyGradientConfig, Stage, unknown_name_error
-from megatron_uniapl.losses.schedule import MuSchedule
+from megatron_uniapl.config.objective import (
+    ObjectiveConfig,
+    PolicyGradientConfig,
+    Stage,
+    unknown_name_error,
+)
+from megatron_uniapl.config.schedule import MuSchedule
 
 
 def _const(mu: float) -> MuSchedule:

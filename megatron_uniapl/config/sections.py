@@ -17,17 +17,28 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Literal
 
-from megatron_uniapl.config_io import ConfigError
-from megatron_uniapl.config_run import CheckpointSection, LoggingSection, OptimizerSection, PlanSection, TrainSection
-from megatron_uniapl.discriminator.cotrained import CoTrainedDiscriminatorConfig
-from megatron_uniapl.discriminator.frozen import FrozenScorerConfig
-from megatron_uniapl.losses.config import ObjectiveConfig, PolicyGradientConfig, Stage
-from megatron_uniapl.losses.schedule import MuSchedule
-from megatron_uniapl.losses.variants import VARIANTS, objective_for_variant
-from megatron_uniapl.model.options import ModelOptions
-from megatron_uniapl.rewards.reward import RewardMode
-from megatron_uniapl.rollout.engine import SamplingConfig
-from megatron_uniapl.rollout.vllm_config import VLLMEngineConfig
+from megatron_uniapl.config.discriminator import (
+    CoTrainedDiscriminatorConfig,
+    FrozenScorerConfig,
+)
+from megatron_uniapl.config.model import ModelOptions
+from megatron_uniapl.config.objective import (
+    ObjectiveConfig,
+    PolicyGradientConfig,
+    Stage,
+)
+from megatron_uniapl.config.reward import RewardMode
+from megatron_uniapl.config.rollout import SamplingConfig, VLLMEngineConfig
+from megatron_uniapl.config.run import (
+    CheckpointSection,
+    LoggingSection,
+    OptimizerSection,
+    PlanSection,
+    TrainSection,
+)
+from megatron_uniapl.config.schedule import MuSchedule
+from megatron_uniapl.config.variants import VARIANTS, objective_for_variant
+from megatron_uniapl.config.yaml_io import ConfigError
 
 
 def _checked(where: str, check) -> None:

@@ -10,11 +10,9 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from megatron_uniapl.data.sample import Sample
-from megatron_uniapl.rewards.reward import RewardMode, RewardPool, score_batch
-
-CONSTRAINTS_KEY = "constraints"
-"""The `Sample.meta` key holding a sample's list of `Constraint`."""
+from megatron_uniapl.config.reward import RewardMode
+from megatron_uniapl.data.sample import CONSTRAINTS_KEY, Sample
+from megatron_uniapl.rewards.reward import RewardPool, score_batch
 
 
 def score_samples(samples: Sequence[Sample], mode: RewardMode | str = RewardMode.STRICT,

@@ -1,0 +1,125 @@
+"""Settings of the discriminators: input templates, the frozen scorer, the co-trained classifier.
+
+Templates are Python format strings with the fields {prompt}, {reference} and {response}
+(literal braces written {{ and }}).
+"""
+
+from __future__ import annotations
+
+import string
+from dataclasses import dataclass
+
+TEMPLATE_FIELDS = frozenset({"prompt", "reference", "response"})
+
+
+POLAR_LIKE_TEMPLATE = (
+    "<|im_start|>user\n{prompt}<|im_end|>\n"
+    "<|im_start|>assistant\nReference response:\n{reference}\n\n"
+    "Candidate response:\n{response}<|im_end|>"
+)
+"""Default layout: the prompt as the user turn, then the expert reference and the candidate in one
+assistant turn, so a sequence classifier reads the candidate with the reference in context (the
+reference-conditioned pattern of POLAR-style reward models). Use the layout the checkpoint was
+trained with when it has one."""
+
+
+def validate_template(
+    template: str, where: str = "template", required: frozenset = frozenset({"response"})
+) -> str:
+    """Check that `template` uses only {prompt}/{reference}/{response} and all `required` ones."""
+    try:
+        fields = {name for _, name, _, _ in string.Formatter().parse(template) if name is not None}
+    except ValueError as err:
+        raise ValueError(
+            f"{where} is not a valid format string ({err}); write literal braces as {{{{ }}}}"
+        ) from err
+    unknown = fields - TEMPLATE_FIELDS
+    if unknown:
+        raise ValueError(
+            f"{where} uses unknown field(s) {sorted(unknown)}; allowed: {sorted(TEMPLATE_FIELDS)}"
+        )
+    missing = set(required) - fields
+    if missing:
+        raise ValueError(f"{where} lacks the field(s) {sorted(missing)}")
+    return template
+
+
+@dataclass
+class CoTrainedDiscriminatorConfig:
+    """Optimization and stability settings of the co-trained discriminator."""
+
+    lr: float = 1e-6
+    """Its own learning rate (AdamW), independent of the policy's."""
+    weight_decay: float = 0.0
+    """AdamW weight decay."""
+    betas: tuple[float, float] = (0.9, 0.999)
+    """AdamW betas."""
+    update_ratio: float = 1.0
+    """Discriminator optimizer steps per policy step; 0.5 = every other policy step, 2 = two."""
+    label_smoothing: float = 0.1
+    """One-sided smoothing of the expert target (1 -> 1 - s); in [0, 0.5)."""
+    r1_gamma: float = 0.0
+    """Weight gamma of the R1 penalty (gamma / 2 * E||dz/dx||^2 on expert inputs); 0 = off.
+    Needs a scorer with `embed` and `score_embeddings`."""
+    grad_clip: float | None = 1.0
+    """Max global gradient norm per update; None = no clipping."""
+    score_clip: float | None = 10.0
+    """Bound on |score| handed to the policy (before group normalization); None = unbounded."""
+    template: str = "{prompt}{response}"
+    """Text layout for `score()` on strings (fields {prompt}, {reference}, {response})."""
+    max_length: int = 4096
+    """Longest tokenized input for `score()` on strings; longer ones keep their last tokens."""
+
+    def validate(self, where: str = "discriminator.cotrained") -> None:
+        """Raise ValueError naming the offending field."""
+        if self.lr <= 0:
+            raise ValueError(f"{where}.lr must be > 0, got {self.lr}")
+        if self.update_ratio < 0:
+            raise ValueError(f"{where}.update_ratio must be >= 0, got {self.update_ratio}")
+        if not 0.0 <= self.label_smoothing < 0.5:
+            raise ValueError(f"{where}.label_smoothing must be in [0, 0.5), got {self.label_smoothing}")
+        if self.r1_gamma < 0:
+            raise ValueError(f"{where}.r1_gamma must be >= 0, got {self.r1_gamma}")
+        for name in ("grad_clip", "score_clip"):
+            v = getattr(self, name)
+            if v is not None and v <= 0:
+                raise ValueError(f"{where}.{name} must be > 0 or None, got {v}")
+        validate_template(self.template, f"{where}.template")
+
+
+FROZEN_DTYPES = ("float32", "bfloat16", "float16")
+"""Dtypes the frozen scorer can run in (torch dtype names)."""
+
+
+@dataclass
+class FrozenScorerConfig:
+    """Where the frozen reward model is and how it is fed."""
+
+    path: str
+    """Directory of a Hugging Face checkpoint (config, weights, tokenizer files)."""
+    template: str = POLAR_LIKE_TEMPLATE
+    """Input layout with {prompt}, {reference}, {response} (see discriminator.base)."""
+    batch_size: int = 16
+    """Triples per forward pass."""
+    max_length: int = 4096
+    """Longest input in tokens; longer ones are truncated from `truncation_side`."""
+    truncation_side: str = "left"
+    """"left" keeps the end of the input (the candidate response); "right" keeps the start."""
+    device: str = "auto"
+    """"auto" (CUDA when available), "cpu", "cuda" or "cuda:N"."""
+    dtype: str = "float32"
+    """Weights and compute dtype: "float32", "bfloat16" or "float16"."""
+    tokenizer_path: str | None = None
+    """Tokenizer directory when it is not `path`."""
+
+    def validate(self, where: str = "discriminator.frozen") -> None:
+        """Raise ValueError naming the offending field."""
+        validate_template(self.template, f"{where}.template")
+        if self.batch_size <= 0 or self.max_length <= 0:
+            raise ValueError(f"{where}.batch_size and {where}.max_length must be > 0")
+        if self.truncation_side not in ("left", "right"):
+            raise ValueError(
+                f"{where}.truncation_side must be 'left' or 'right', got {self.truncation_side!r}"
+            )
+        if self.dtype not in FROZEN_DTYPES:
+            raise ValueError(f"{where}.dtype is {self.dtype!r}; choose one of {sorted(FROZEN_DTYPES)}")

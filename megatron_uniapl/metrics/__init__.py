@@ -1,0 +1,2 @@
+"""What a run reports: console logging and the progress bar, metric sinks (metrics.jsonl, wandb),
+and the metrics of one training step (`step`)."""
