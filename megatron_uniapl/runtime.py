@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch.distributed as dist
 
@@ -16,37 +17,72 @@ from megatron_uniapl import checkpoint as ckpt
 from megatron_uniapl import parallel
 from megatron_uniapl.config.objective import ObjectiveConfig
 from megatron_uniapl.config.sections import RunConfig
-from megatron_uniapl.data.schemas import read_demonstrations, read_rl_prompts
+from megatron_uniapl.data.schemas import (
+    Demonstration,
+    RLPrompt,
+    read_demonstrations,
+    read_rl_prompts,
+)
 from megatron_uniapl.data.stream import OverlongCounter, RecordStream
+from megatron_uniapl.discriminator.base import CoTrainable, Discriminator
 from megatron_uniapl.model.hf_config import Qwen3Arch, load_qwen3_arch
 from megatron_uniapl.tokenizer import Tokenizer, check_vocab, load_tokenizer
+
+if TYPE_CHECKING:
+    from megatron.core.distributed import DistributedDataParallel
+    from megatron.core.models.gpt import GPTModel
+    from megatron.core.optimizer import MegatronOptimizer
+    from megatron.core.optimizer_param_scheduler import OptimizerParamScheduler
+
+    from megatron_uniapl.colocation.phases import ColocationScheduler
+    from megatron_uniapl.rollout.megatron_sync import MegatronWeightSync
+    from megatron_uniapl.rollout.vllm_engine import VLLMEngine
 
 logger = logging.getLogger(__name__)
 
 
 @dataclass
 class Runtime:
-    """The live parts of a run."""
+    """The live parts of a run (what `build_runtime` makes and the loop reads)."""
 
     config: RunConfig
+    """The validated run configuration."""
     objective: ObjectiveConfig
+    """The objective's stages and weights per step."""
     arch: Qwen3Arch
+    """The model architecture (from the HF config.json)."""
     tokenizer: Tokenizer
-    chunks: list  # DDP-wrapped model chunks of this rank's pipeline stage
-    optimizer: object
-    scheduler: object
+    """The tokenizer matching the model's vocabulary."""
+    chunks: list[DistributedDataParallel]
+    """DDP-wrapped model chunks of this rank's pipeline stage (one per virtual stage)."""
+    optimizer: MegatronOptimizer
+    """Megatron's optimizer over `chunks` (distributed or not)."""
+    lr_schedule: OptimizerParamScheduler
+    """The learning-rate (and weight-decay) schedule, stepped after each applied update."""
     dp_rank: int
+    """This rank's data-parallel index."""
     dp_size: int
-    demo_stream: RecordStream | None
-    rl_stream: RecordStream | None
+    """Number of data-parallel replicas."""
+    demo_stream: RecordStream[Demonstration] | None
+    """Demonstrations in a resumable order (None when no stage uses them)."""
+    rl_stream: RecordStream[RLPrompt] | None
+    """RL prompts in a resumable order (None when no stage rolls out on them)."""
     overlong: OverlongCounter = field(default_factory=OverlongCounter)
-    reference_chunks: list | None = None
-    engine: object | None = None
-    colocation: object | None = None
-    weight_sync: object | None = None
-    discriminator: object | None = None
+    """Records skipped or truncated for length."""
+    reference_chunks: list[GPTModel] | None = None
+    """Frozen reference policy for the KL term (None when beta = 0 throughout)."""
+    engine: VLLMEngine | None = None
+    """The co-located rollout engine (None for SFT-only runs)."""
+    colocation: ColocationScheduler | None = None
+    """The train/generate phase machine around the engine."""
+    weight_sync: MegatronWeightSync | None = None
+    """Pushes the trainer's weights into the engine."""
+    discriminator: Discriminator | None = None
+    """Scores responses against the expert's; `CoTrainable` ones also learn each step."""
     step: int = 0
+    """Optimizer steps finished (the next step's index)."""
     nonfinite_in_a_row: int = 0
+    """Consecutive steps skipped for non-finite gradients."""
 
     @property
     def modules(self) -> list:
@@ -56,7 +92,7 @@ class Runtime:
     def common_state(self) -> dict:
         return {
             "step": self.step,
-            "scheduler": self.scheduler.state_dict(),
+            "scheduler": self.lr_schedule.state_dict(),
             "demo_stream": self.demo_stream.state_dict() if self.demo_stream else None,
             "rl_stream": self.rl_stream.state_dict() if self.rl_stream else None,
             "nonfinite_in_a_row": self.nonfinite_in_a_row,
@@ -170,11 +206,11 @@ def build_runtime(config: RunConfig) -> Runtime:
     rl_stream = RecordStream(read_rl_prompts(config.data.rl_prompt_file), seed + 1, config.data.rl_prompt_file) if uses_rl else None
 
     chunks = build_policy(config, arch, hf_dir)
-    optimizer, scheduler = build_optimizer(chunks, optimizer_settings(config), total_steps=config.train.steps)
+    optimizer, lr_schedule = build_optimizer(chunks, optimizer_settings(config), total_steps=config.train.steps)
     reference = build_policy(config, arch, hf_dir, frozen=True) if any(s.beta > 0 for s in stages) else None
     rt = Runtime(
         config=config, objective=objective, arch=arch, tokenizer=tokenizer, chunks=chunks,
-        optimizer=optimizer, scheduler=scheduler, dp_rank=parallel_state.get_data_parallel_rank(),
+        optimizer=optimizer, lr_schedule=lr_schedule, dp_rank=parallel_state.get_data_parallel_rank(),
         dp_size=dp_size, demo_stream=demo_stream, rl_stream=rl_stream, reference_chunks=reference,
         discriminator=_discriminator(config, any(s.uses_discriminator for s in stages), tokenizer),
     )
@@ -185,13 +221,13 @@ def build_runtime(config: RunConfig) -> Runtime:
 
 
 def _start_engine(rt: Runtime, hf_dir: Path) -> None:
+    from megatron_uniapl.colocation.megatron_state import megatron_train_state
+    from megatron_uniapl.colocation.phases import ColocationScheduler
     from megatron_uniapl.rollout.megatron_sync import (
         MegatronWeightSync,
         check_engine_layout,
     )
     from megatron_uniapl.rollout.vllm_engine import VLLMEngine
-    from megatron_uniapl.scheduler.colocation import ColocationScheduler
-    from megatron_uniapl.scheduler.megatron_state import megatron_train_state
 
     check_engine_layout(rt.config.rollout.engine.tensor_parallel_size)
     # The engine starts from the HF weights (version -1 = "not the trainer's yet"): the first
@@ -220,12 +256,12 @@ def _resume(rt: Runtime) -> None:
     if common["model_config"] != rt.arch.__dict__:
         raise ckpt.CheckpointError(f"{path} was written for another model architecture than {rt.config.model.hf_dir}")
     ckpt.apply_training_state(state, rt.chunks, rt.optimizer)
-    if hasattr(rt.discriminator, "load_state_dict"):
+    if isinstance(rt.discriminator, CoTrainable):
         per_rank = ckpt.load_rank_state(path)
         if per_rank is None or "discriminator" not in per_rank:
             raise ckpt.CheckpointError(f"{path} holds no co-trained discriminator state for this rank")
         rt.discriminator.load_state_dict(per_rank["discriminator"])
-    rt.scheduler.load_state_dict(common["scheduler"])
+    rt.lr_schedule.load_state_dict(common["scheduler"])
     rt.step = common["step"]
     rt.nonfinite_in_a_row = common["nonfinite_in_a_row"]
     if rt.demo_stream and common["demo_stream"]:
@@ -257,7 +293,7 @@ def save(rt: Runtime) -> None:
         rt.common_state(), keep_last=rt.config.checkpoint.keep_last, meta={"run": rt.config.name},
         write_extra=_model_files(rt),
         # The co-trained discriminator is sharded like the policy (TP): each rank keeps its own.
-        per_rank={"discriminator": rt.discriminator.state_dict()} if hasattr(rt.discriminator, "state_dict") else None,
+        per_rank={"discriminator": rt.discriminator.state_dict()} if isinstance(rt.discriminator, CoTrainable) else None,
     )
 
 

@@ -3,7 +3,7 @@ other layouts. Multi-process (gloo on CPU): each world is started once and runs 
 scenarios, because process start-up dominates on a 2-core machine.
 
 Interleaved (virtual) pipelines are included: over gloo they silently swapped activations and
-gradients with batched p2p (ENVIRONMENT.md); the builder disables batched p2p without CUDA, and
+gradients with batched p2p (docs/platform_notes.md); the builder disables batched p2p without CUDA, and
 the VPP scenario proves the result exact.
 """
 

@@ -35,7 +35,7 @@ def test_megatron_grad_buffers_and_optimizer_state_offload_and_return(tiny_tied,
     from megatron.core.optimizer import OptimizerConfig, get_megatron_optimizer
     from parity_utils import megatron_from_hf
 
-    from megatron_uniapl.scheduler.megatron_state import (
+    from megatron_uniapl.colocation.megatron_state import (
         grad_buffer_tensors,
         megatron_train_state,
         megatron_train_state_tensors,
@@ -90,7 +90,7 @@ def test_megatron_grad_buffers_and_optimizer_state_offload_and_return(tiny_tied,
 
 
 def test_tensors_aliasing_parameters_are_never_parked():
-    from megatron_uniapl.scheduler.megatron_state import megatron_train_state_tensors
+    from megatron_uniapl.colocation.megatron_state import megatron_train_state_tensors
 
     model = torch.nn.Linear(4, 4)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)

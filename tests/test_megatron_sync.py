@@ -116,14 +116,14 @@ def test_long_prompt_after_sync_samples_from_new_weights(policy, engine, trained
 
 
 def test_verifier_runs_every_n_syncs_in_the_colocation_round(policy, engine, trained):
+    from megatron_uniapl.colocation.megatron_state import megatron_train_state
+    from megatron_uniapl.colocation.phases import ColocationScheduler, Phase
     from megatron_uniapl.config.rollout import SamplingConfig
     from megatron_uniapl.rollout.megatron_sync import (
         MegatronSyncConfig,
         MegatronWeightSync,
     )
     from megatron_uniapl.rollout.megatron_verify import SyncVerifier, SyncVerifyConfig
-    from megatron_uniapl.scheduler.colocation import ColocationScheduler, Phase
-    from megatron_uniapl.scheduler.megatron_state import megatron_train_state
 
     arch, model = policy
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)

@@ -11,7 +11,7 @@ from megatron_uniapl.model.presets import (
 
 @pytest.mark.parametrize(
     "size, tokens_s, tflops",
-    # BENCHMARKS.md (H200, seq 4096, Megatron-Core rows): tokens/s and the model TFLOP/s it reports.
+    # docs/platform_notes.md (H200, seq 4096, Megatron-Core rows): tokens/s and the model TFLOP/s it reports.
     [("0.6B", 59_141, 295), ("1.7B", 34_717, 407), ("4B", 15_501, 430), ("8B", 10_159, 498)],
 )
 def test_flops_formula_reproduces_benchmark_figures(size, tokens_s, tflops):

@@ -229,8 +229,8 @@ def test_sleep_and_wake_order_on_cpu(engine):
 
 
 def test_colocation_round_with_the_real_engine(engine, models):
-    from megatron_uniapl.scheduler.colocation import ColocationScheduler, Phase
-    from megatron_uniapl.scheduler.offload import TensorOffloader
+    from megatron_uniapl.colocation.offload import TensorOffloader
+    from megatron_uniapl.colocation.phases import ColocationScheduler, Phase
 
     base, updated = models
     use_weights(engine, base, 0)

@@ -5,7 +5,7 @@
         [--filter strict --n 4]
     torchrun --nproc-per-node 8 tools/generate_demos.py --tp 8 ...   # teacher with its own TP
 
-See megatron_uniapl/data/demos.py (and --help).
+See megatron_uniapl/teacher/generate.py (and --help).
 """
 
 from __future__ import annotations

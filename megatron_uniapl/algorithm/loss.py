@@ -197,11 +197,3 @@ class UniAPLLoss:
         num_tokens = (batch["sft_mask"].sum() + batch["rollout_mask"].sum()).to(torch.int)
         return loss, num_tokens, metrics
 
-
-def sum_metrics(per_micro_batch: Sequence[Mapping[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
-    """Sum the metric dicts of this rank's micro-batches (they are shares of global token means)."""
-    total: dict[str, torch.Tensor] = {}
-    for metrics in per_micro_batch:
-        for k, v in metrics.items():
-            total[k] = total[k] + v.detach().float() if k in total else v.detach().float().clone()
-    return total

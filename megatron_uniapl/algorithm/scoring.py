@@ -1,4 +1,5 @@
-"""Fill `Sample.rewards` from the constraints a rollout sample carries.
+"""Score rollout samples: task rewards from their constraints, discriminator scores against the
+expert reference, and the co-trained discriminator's own update.
 
 The rollout side puts the prompt's constraints in `sample.meta["constraints"]` (validated
 `Constraint` objects, e.g. `RLPrompt.constraints`) and the decoded text in
@@ -12,6 +13,7 @@ from typing import Sequence
 
 from megatron_uniapl.config.reward import RewardMode
 from megatron_uniapl.data.sample import CONSTRAINTS_KEY, Sample
+from megatron_uniapl.discriminator.base import CoTrainable, Discriminator
 from megatron_uniapl.rewards.reward import RewardPool, score_batch
 
 
@@ -36,3 +38,29 @@ def score_samples(samples: Sequence[Sample], mode: RewardMode | str = RewardMode
     for sample, reward in zip(samples, rewards):
         sample.rewards[name] = reward
     return rewards
+
+
+def score_with_discriminator(discriminator: Discriminator, samples: Sequence[Sample]) -> None:
+    """Set `sample.disc_score = D(prompt, expert reference, response)` for every sample.
+
+    Raises ValueError naming the samples that carry no expert reference."""
+    if not samples:
+        return
+    missing = [i for i, s in enumerate(samples) if s.reference_text is None]
+    if missing:
+        raise ValueError(f"rollouts {missing[:5]} have no expert reference for the discriminator "
+                         f"(add reference_response to the RL prompt file)")
+    scores = discriminator.score([s.prompt_text for s in samples], [s.reference_text for s in samples],
+                                 [s.response_text for s in samples])
+    for s, d in zip(samples, scores):
+        s.disc_score = float(d)
+
+
+def cotrain_discriminator(discriminator: Discriminator | None, policy_step: int,
+                          samples: Sequence[Sample]) -> dict[str, float]:
+    """One policy step's updates of a co-trained discriminator (expert references vs these
+    responses); nothing for a frozen or deterministic one."""
+    if not isinstance(discriminator, CoTrainable) or not samples:
+        return {}
+    return discriminator.cotrain(policy_step, [s.prompt_text for s in samples],
+                                 [s.reference_text for s in samples], [s.response_text for s in samples])

@@ -23,7 +23,7 @@ class ModelOptions:
     """Pipeline-parallel size: layers are split into this many consecutive stages."""
     virtual_pipeline_stages: int | None = None
     """Interleaved pipeline chunks per rank (None = plain 1F1B). Over gloo it needs
-    batch_p2p_comm=False to be exact (ENVIRONMENT.md); the training loop sets that."""
+    batch_p2p_comm=False to be exact (docs/platform_notes.md); the training loop sets that."""
     context_parallel: int = 1
     """Context-parallel size (sequence split for attention); needs the Transformer Engine spec."""
     sequence_parallel: bool = False

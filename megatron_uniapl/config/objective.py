@@ -1,6 +1,6 @@
 """Typed configuration of the UniAPL objective; every variant of the paper is a named preset.
 
-One objective covers all variants (UNIAPL.md):
+One objective covers all variants (docs/method.md):
 
     L = mu_t * L_sft + (1 - mu_t) * L_pg(A_task) + lambda_adv * L_pg(A_adv) + beta * KL
 

@@ -1,7 +1,7 @@
 """The run-management sections of a run's configuration: optimizer, length, checkpoints, logs, plan.
 
-Split from `config_sections` (the algorithm's sections) to keep files small; `RunConfig` there
-composes both, and `megatron_uniapl.config` re-exports everything.
+Split from `sections` (the algorithm's sections) to keep files small; `RunConfig` there
+composes both.
 """
 
 from __future__ import annotations

@@ -77,7 +77,7 @@ class ObjectiveSection:
     """The UniAPL objective: a paper variant with its parameters, or explicit stages."""
 
     variant: str = "uniapl"
-    """A paper variant (losses/variants.py: sft, a-sft, grpo, a-grpo, chord, a-chord, uniapl,
+    """A paper variant (config/variants.py: sft, a-sft, grpo, a-grpo, chord, a-chord, uniapl,
     sft->grpo, sft->a-grpo, a-sft->a-grpo, reward-shaping), or "custom" to give `stages`."""
     mu: float = 0.5
     """Fixed SFT weight of "uniapl" and "reward-shaping" (the task PG term gets 1 - mu)."""

@@ -1,4 +1,4 @@
-"""The paper's variants as named presets of the one objective (the table in UNIAPL.md).
+"""The paper's variants as named presets of the one objective (the table in docs/method.md).
 
     variant          mu                 lambda_adv  rollouts on   stages
     sft              1                  0           none          1

@@ -27,6 +27,24 @@ class Discriminator(Protocol):
         ...
 
 
+
+@runtime_checkable
+class CoTrainable(Discriminator, Protocol):
+    """A discriminator that learns alongside the policy and carries state across a resume."""
+
+    def cotrain(self, policy_step: int, prompts: Sequence[str], references: Sequence[str],
+                responses: Sequence[str]) -> dict[str, float]:
+        """This policy step's updates on expert references vs policy responses; its metrics."""
+        ...
+
+    def state_dict(self) -> dict:
+        """Weights, optimizer moments and counters: tensors and plain data."""
+        ...
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore what `state_dict` returned."""
+        ...
+
 def check_triples(prompts: Sequence[str], references: Sequence[str], responses: Sequence[str]) -> int:
     """Raise ValueError unless the three lists have equal length and hold strings; return it."""
     n = len(prompts)

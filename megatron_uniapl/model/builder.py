@@ -78,7 +78,7 @@ def qwen3_transformer_config(arch: Qwen3Arch, options: ModelOptions):
         # interleaved pipelines run with fixed micro-batch shapes (the trainer pads to one length).
         variable_seq_lengths=options.virtual_pipeline_stages is None,
         # Over gloo (CPU), batched p2p swaps activation and gradient messages of interleaved
-        # pipelines silently (ENVIRONMENT.md); unbatched p2p is exact. NCCL is fine batched.
+        # pipelines silently (docs/platform_notes.md); unbatched p2p is exact. NCCL is fine batched.
         batch_p2p_comm=torch.cuda.is_available(),
         # Our losses normalize by global token counts themselves (see model/pipeline.py), so
         # Megatron must not rescale by micro-batch count or data-parallel size.

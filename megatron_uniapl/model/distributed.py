@@ -206,14 +206,13 @@ def train_step(model_chunks, optimizer, micro_batches: list[dict], loss_fn, sche
 
     model_chunks: DDP-wrapped chunks (`wrap_ddp`); optimizer (and scheduler) from `build_optimizer`.
     micro_batches: this data-parallel rank's micro-batches; every rank must hold the same count.
-    loss_fn: a `run_microbatches` loss function normalized by global counts (`objective.UniAPLLoss`).
+    loss_fn: a `run_microbatches` loss function normalized by global counts (`algorithm.loss.UniAPLLoss`).
     Gradients that are not finite on any rank skip the update on all ranks (the model is left
     unchanged and the scheduler does not advance). After the step the gradient buffers hold the
     reduced gradients, clipped in place when `clip_grad > 0`. Collective over the whole world.
     """
     from megatron.core.distributed import finalize_model_grads
 
-    from megatron_uniapl.algorithm.loss import sum_metrics
     from megatron_uniapl.model.pipeline import run_microbatches
 
     for chunk in model_chunks:
@@ -237,3 +236,12 @@ def train_step(model_chunks, optimizer, micro_batches: list[dict], loss_fn, sche
     if grad_norm is not None and not math.isfinite(grad_norm):
         skipped = True
     return StepResult(skipped, grad_norm, learning_rate, _reduce_metrics(sum_metrics(per_micro)))
+
+
+def sum_metrics(per_micro_batch: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """Sum the metric dicts of this rank's micro-batches (they are shares of global token means)."""
+    total: dict[str, torch.Tensor] = {}
+    for metrics in per_micro_batch:
+        for k, v in metrics.items():
+            total[k] = total[k] + v.detach().float() if k in total else v.detach().float().clone()
+    return total

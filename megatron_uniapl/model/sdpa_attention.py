@@ -1,14 +1,14 @@
 """Core attention for the portable layer spec: torch SDPA, grouped-query, packed sequences.
 
 Megatron-Core's local `DotProductAttention` materializes the full [b, heads, s, s] score matrix in
-fp32; at 4096 tokens that ran out of memory on a 141 GB H200 for Qwen3-0.6B (ENVIRONMENT.md).
+fp32; at 4096 tokens that ran out of memory on a 141 GB H200 for Qwen3-0.6B (docs/platform_notes.md).
 `scaled_dot_product_attention` dispatches to flash / memory-efficient kernels on GPUs, handles
 grouped-query attention without materializing repeated K/V (`enable_gqa=True`), and runs with a
 backward on the CPU, so one module serves the GPU without Transformer Engine, the CPU tests and
 the CPU demo.
 
 Packed sequences (several samples in one row, `PackedSeqParams(qkv_format="thd")`) are attended
-one document at a time. BENCHMARKS.md: the loop costs 3.39 ms where a compiled flex_attention
+one document at a time. docs/platform_notes.md: the loop costs 3.39 ms where a compiled flex_attention
 block mask costs 3.11 ms on an H200, but flex_attention has no CPU backward; the loop is exact on
 both, so it is the portable choice.
 """

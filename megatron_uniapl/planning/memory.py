@@ -33,7 +33,7 @@ plus an fp32 copy for the loss, 6 * V / t bytes per token.
 
 The co-located engine: vLLM takes `gpu_memory_utilization` of the device when awake. With sleep
 mode, training and generation alternate: during generation the trainer keeps only its bf16
-weights (gradients and optimizer state are offloaded, scheduler/offload.py), during training the
+weights (gradients and optimizer state are offloaded, colocation/offload.py), during training the
 engine holds nothing. Without sleep mode both are resident at once. A fixed `overhead` covers the
 CUDA context, NCCL buffers and allocator fragmentation, plus `resident_bytes` of anything else kept
 on the GPU in both phases (a frozen discriminator). With p > 1 the first stage's in-flight

@@ -69,7 +69,7 @@ def step_work_for(config: RunConfig) -> StepWork:
 
 
 def predicted_step_time(config: RunConfig) -> StepTime:
-    """Predicted seconds per phase of one step of a recipe (scaling/step_time.py, H100 defaults)."""
+    """Predicted seconds per phase of one step of a recipe (planning/step_time.py, H100 defaults)."""
     return step_time(step_work_for(config))
 
 

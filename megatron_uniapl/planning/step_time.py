@@ -1,6 +1,6 @@
 """A first-order model of one UniAPL step's time, per phase, for planning node counts.
 
-It is a roofline estimate, not a measurement: measured `metrics.jsonl` files (scaling/report.py)
+It is a roofline estimate, not a measurement: measured `metrics.jsonl` files (tools/scaling_report.py)
 are the truth, this predicts where a layout's time goes before a cluster is booked.
 
 Generation (co-located vLLM, one engine per group of `vllm_tp` ranks, world / vllm_tp engines):

@@ -1,6 +1,6 @@
 """Serving a model for the offline tools: start the engine, template chats, generate in batches.
 
-Evaluation (`eval/run.py`) and teacher demonstrations (`data/demos.py`) both turn a list of
+Evaluation (`eval/run.py`) and teacher demonstrations (`teacher/generate.py`) both turn a list of
 chat prompts into responses with the rollout engine; this module is what they share, so that
 both see prompts exactly as the trainer's rollouts do (the tokenizer layer's Qwen3 template with
 thinking off) and both report the same clear errors before any long generation starts.

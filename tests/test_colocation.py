@@ -13,19 +13,19 @@ import copy
 import pytest
 import torch
 
-from megatron_uniapl.config.rollout import SamplingConfig
-from megatron_uniapl.rollout.engine import Generation
-from megatron_uniapl.scheduler.colocation import (
+from megatron_uniapl.colocation.offload import (
+    TensorOffloader,
+    grad_tensors,
+    optimizer_state_tensors,
+)
+from megatron_uniapl.colocation.phases import (
     ColocationScheduler,
     Phase,
     ScheduleError,
     StaleWeightsError,
 )
-from megatron_uniapl.scheduler.offload import (
-    TensorOffloader,
-    grad_tensors,
-    optimizer_state_tensors,
-)
+from megatron_uniapl.config.rollout import SamplingConfig
+from megatron_uniapl.rollout.engine import Generation
 
 
 class RecordingEngine:

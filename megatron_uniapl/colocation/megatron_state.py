@@ -25,7 +25,7 @@ from collections.abc import Iterable
 
 import torch
 
-from megatron_uniapl.scheduler.offload import TensorOffloader, optimizer_state_tensors
+from megatron_uniapl.colocation.offload import TensorOffloader, optimizer_state_tensors
 
 logger = logging.getLogger(__name__)
 

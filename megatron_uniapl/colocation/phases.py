@@ -23,10 +23,10 @@ from collections.abc import Callable, Iterable
 
 import torch
 
+from megatron_uniapl.colocation.offload import TensorOffloader
 from megatron_uniapl.config.rollout import SamplingConfig
 from megatron_uniapl.rollout.engine import Generation, RolloutEngine
 from megatron_uniapl.rollout.weight_sync import SyncCheck, SyncStats
-from megatron_uniapl.scheduler.offload import TensorOffloader
 
 logger = logging.getLogger(__name__)
 
