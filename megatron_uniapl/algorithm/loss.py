@@ -13,17 +13,9 @@ schedule (`megatron_uniapl.model.pipeline.run_microbatches`):
 3. `UniAPLLoss` is the `loss_fn`: vocabulary-parallel log-probs (no vocabulary gather under TP),
    then `losses.uniapl.uniapl_loss` with the GLOBAL per-term token counts.
 
-Scaling contract with Megatron-Core 0.19 (read from `pipeline_parallel/schedules.py` and
-`distributed/distributed_data_parallel.py`): our models set `calculate_per_token_loss=True`, so
-  - the schedule does NOT divide the returned loss by the number of micro-batches, nor by the
-    returned token count (it only adds the count into a total);
-  - DDP uses `gradient_scaling_factor = 1.0` and SUMS gradients over data-parallel ranks;
-  - `finalize_model_grads(chunks, num_tokens)` would divide every gradient by the summed token
-    count; `model.distributed.train_step` therefore calls it with `num_tokens=None`, and
-    `config.finalize_model_grads_func` must stay unset while this loss is used.
-So the loss one micro-batch returns is exactly `sum_k w_k * sum_k(micro-batch) / N_k(global)`, and
-the summed gradient over micro-batches and ranks is the gradient of the global-batch objective.
-The count returned beside it (loss tokens of the micro-batch) is bookkeeping only.
+The scale of what one micro-batch returns, and how Megatron-Core is configured not to change
+it, is the reduction contract (`megatron_uniapl.losses.reduction`). The count returned beside the
+loss (loss tokens of the micro-batch) is bookkeeping only.
 """
 
 from __future__ import annotations
@@ -35,21 +27,11 @@ import torch
 
 from megatron_uniapl.config.objective import PolicyGradientConfig, StepWeights
 from megatron_uniapl.data.packing import PackedBatch, PackedMicroBatch
-from megatron_uniapl.losses.uniapl import uniapl_loss
+from megatron_uniapl.losses.uniapl import LOSS_INPUT_KEYS, uniapl_loss
 from megatron_uniapl.losses.vocab_parallel import (
     vocab_parallel_entropy,
     vocab_parallel_logprobs,
 )
-
-LOSS_INPUT_KEYS = (
-    "sft_mask",
-    "rollout_mask",
-    "advantages",
-    "old_logprobs",
-    "rollout_logprobs",
-    "ref_logprobs",
-)
-"""Keys of a Megatron micro-batch dict that `uniapl_loss` consumes (absent or None = not given)."""
 
 
 def _device() -> torch.device:

@@ -16,6 +16,7 @@ whatever `LogProbFn` produced, so the tensor-parallel log-prob can replace the p
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Mapping
 
 import torch
@@ -90,6 +91,12 @@ def uniapl_terms(
         )
     return terms
 
+
+LOSS_INPUT_KEYS: tuple[str, ...] = tuple(
+    name for name in inspect.signature(uniapl_terms).parameters if name not in ("logprobs", "weights", "pg", "entropy")
+)
+"""The per-token inputs `uniapl_terms` reads from a micro-batch (derived from its signature, so the
+Megatron glue can never ask for a stale list)."""
 
 def uniapl_loss(
     logprobs: torch.Tensor,

@@ -6,10 +6,8 @@ bucketed all-reduce or, with the distributed optimizer, reduce-scatter), `get_me
 reduced over the model-parallel group) and `OptimizerParamScheduler` (warm-up and decay of the
 learning rate). `train_step` is one optimizer step over the micro-batches of one global batch.
 
-Gradient scale: our TransformerConfig has `calculate_per_token_loss=True`, so DDP sums gradients
-over data-parallel ranks (no 1/dp) and the schedule does not divide by the micro-batch count; the
-loss functions normalize by global token counts themselves (see `megatron_uniapl.algorithm.loss`).
-`finalize_model_grads` is called here with `num_tokens=None` so it does not divide again.
+Gradient scale: the reduction contract (`megatron_uniapl.losses.reduction`, stated there once)
+is why `finalize_model_grads` is called here with `num_tokens=None`.
 """
 
 from __future__ import annotations

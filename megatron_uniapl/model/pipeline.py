@@ -5,11 +5,9 @@ pipeline schedule in use is Megatron's own (`get_forward_backward_func`): no par
 re-implemented here. A micro-batch is a dict with `input_ids` [b, s], `position_ids` [b, s] and,
 for packed rows, `packed_lengths` (sample lengths in the row, b == 1).
 
-Loss convention (stated once, relied on by the UniAPL losses): a loss function returns
-`(loss, num_tokens, metrics)` where `loss` is already normalized by the *global* token counts of
-its terms. `TransformerConfig.calculate_per_token_loss` is True for our models, so Megatron
-neither divides by the micro-batch count nor by the data-parallel size: gradients are the plain
-sum over micro-batches and ranks, i.e. the gradient of the global-batch objective.
+Loss convention: a loss function returns `(loss, num_tokens, metrics)` with `loss` already
+normalized as the reduction contract says (`megatron_uniapl.losses.reduction`); Megatron adds
+nothing to that scale.
 """
 
 from __future__ import annotations
