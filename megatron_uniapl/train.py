@@ -233,10 +233,11 @@ def main(argv: list[str] | None = None) -> int:
         save_resolved(config, config.logging.run_dir)
     from megatron_uniapl.checkpoint import CheckpointError
     from megatron_uniapl.data.jsonl import DataError
+    from megatron_uniapl.device import DeviceError
 
     try:
         history = train(config)
-    except (DataError, FileNotFoundError, CheckpointError, ConfigError) as err:
+    except (DataError, FileNotFoundError, CheckpointError, ConfigError, DeviceError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     if rank() == 0:
