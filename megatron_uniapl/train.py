@@ -83,7 +83,8 @@ def optimize(rt: Runtime, samples: list[Sample], weights) -> tuple:
     from megatron_uniapl.model.distributed import train_step
     from megatron_uniapl.objective import UniAPLLoss, attach_logprobs, rank_batches
 
-    packed = pack_samples(samples, rt.config.train.micro_batch_tokens, rt.dp_size, pad_token_id=rt.tokenizer.pad_id)
+    packed = pack_samples(samples, rt.config.train.micro_batch_tokens, rt.dp_size,
+                          pad_to_multiple_of=rt.config.model.token_multiple, pad_token_id=rt.tokenizer.pad_id)
     batches = rank_batches(packed, rt.dp_rank)
     if weights.mu < 1.0 or weights.lambda_adv > 0:
         attach_logprobs(rt.chunks, batches, "old_logprobs")

@@ -54,6 +54,12 @@ class ModelOptions:
         return _DTYPES[self.dtype]
 
     @property
+    def token_multiple(self) -> int:
+        """Packed rows are padded to a multiple of this many tokens: Transformer Engine's FP8 GEMMs
+        need the token dimension divisible by 16 (an odd-length packed row fails otherwise)."""
+        return 16 if self.fp8 is not None else 1
+
+    @property
     def model_parallel_size(self) -> int:
         return self.tensor_parallel * self.pipeline_parallel * self.context_parallel
 
