@@ -3,10 +3,19 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup demo test test-fast test-slow bench clean
+.PHONY: setup setup-gpu gpu-check demo test test-fast test-slow bench clean
 
 setup:
 	@bash scripts/setup_env.sh $(VENV)
+
+# The GPU environment (.venv-gpu, separate from the CPU .venv): the pinned stack of
+# requirements/gpu.lock with Transformer Engine compiled against its torch. Then `make gpu-check`.
+GPU_VENV ?= .venv-gpu
+setup-gpu:
+	@bash scripts/setup_gpu_env.sh $(GPU_VENV)
+
+gpu-check:
+	$(GPU_VENV)/bin/python tools/gpu_check.py $(ARGS)
 
 demo: setup
 	$(PY) -m megatron_uniapl.train --config recipes/tiny_cpu.yaml $(ARGS)

@@ -27,14 +27,24 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def init_process_group(timeout_s: float = 600.0) -> None:
+def init_process_group(timeout_s: float = 600.0, device: str = "auto") -> None:
     """Join (or create) the default process group: NCCL with CUDA, gloo without.
 
     Under torchrun/srun the env:// variables are used; otherwise a world of one is created.
+    `device="cuda"` refuses to start (DeviceError naming what is missing) where "auto" would
+    fall back to gloo and the CPU support.
     """
     if dist.is_initialized():
         return
+    if device == "cuda":
+        from megatron_uniapl.device import require_cuda
+
+        require_cuda("train.device=cuda")
     cpu = cpu_support.enable()
+    if cpu:
+        from megatron_uniapl.device import cuda_status
+
+        logger.info("no usable CUDA (%s): running on the CPU over gloo", cuda_status().problem)
     backend = "gloo" if cpu else "nccl"
     timeout = datetime.timedelta(seconds=timeout_s)
     if "RANK" in os.environ and "WORLD_SIZE" in os.environ:
@@ -57,12 +67,14 @@ def initialize(
     virtual_pipeline_stages: int | None = None,
     context_parallel: int = 1,
     seed: int = 1234,
+    device: str = "auto",
 ) -> None:
-    """Process group + Megatron model-parallel groups + model-parallel RNG, in that order."""
+    """Process group + Megatron model-parallel groups + model-parallel RNG, in that order.
+    `device`: "auto" or "cuda" (no CPU fallback), as in `init_process_group`."""
     from megatron.core import parallel_state
     from megatron.core.tensor_parallel import model_parallel_cuda_manual_seed
 
-    init_process_group()
+    init_process_group(device=device)
     world = dist.get_world_size()
     model_parallel = tensor_parallel * pipeline_parallel * context_parallel
     if world % model_parallel:

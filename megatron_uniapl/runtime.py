@@ -185,12 +185,16 @@ def _discriminator(config: RunConfig, uses_it: bool, tokenizer):
 
 def build_runtime(config: RunConfig) -> Runtime:
     """Collective. Initializes the parallel state and builds every part of the run."""
+    from megatron_uniapl.device import check_run
+
+    check_run(config)  # GPU-only settings on a machine without a usable GPU: stop now, say why
     from megatron.core import parallel_state
 
     from megatron_uniapl.model.distributed import build_optimizer
 
     m = config.model
-    parallel.initialize(m.tensor_parallel, m.pipeline_parallel, m.virtual_pipeline_stages, m.context_parallel, seed=config.train.seed)
+    parallel.initialize(m.tensor_parallel, m.pipeline_parallel, m.virtual_pipeline_stages, m.context_parallel,
+                        seed=config.train.seed, device=config.train.device)
     dp_size = config.check_world(dist.get_world_size())
     objective = config.objective_config()
     hf_dir = _model_dir(config)

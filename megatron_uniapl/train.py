@@ -91,7 +91,8 @@ def optimize(rt: Runtime, samples: list[Sample], weights: StepWeights) -> StepRe
     """Pack the mixed batch, recompute old (and reference) log-probs, take one optimizer step.
 
     The result's metrics carry the loss terms and the engine/trainer log-prob mismatch."""
-    packed = pack_samples(samples, rt.config.train.micro_batch_tokens, rt.dp_size, pad_token_id=rt.tokenizer.pad_id)
+    packed = pack_samples(samples, rt.config.train.micro_batch_tokens, rt.dp_size,
+                          pad_to_multiple_of=rt.config.model.token_multiple, pad_token_id=rt.tokenizer.pad_id)
     batches = rank_batches(packed, rt.dp_rank)
     if weights.mu < 1.0 or weights.lambda_adv > 0:
         attach_logprobs(rt.chunks, batches, "old_logprobs")
@@ -157,10 +158,11 @@ def main(argv: list[str] | None = None) -> int:
         save_resolved(config, config.logging.run_dir)
     from megatron_uniapl.checkpoint import CheckpointError
     from megatron_uniapl.data.jsonl import DataError
+    from megatron_uniapl.device import DeviceError
 
     try:
         history = train(config)
-    except (DataError, FileNotFoundError, CheckpointError, ConfigError) as err:
+    except (DataError, FileNotFoundError, CheckpointError, ConfigError, DeviceError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     if rank() == 0:

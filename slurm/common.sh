@@ -6,7 +6,8 @@
 #
 # Environment (all optional):
 #   UNIAPL_REPO            repository root (default: the folder sbatch was called from)
-#   UNIAPL_VENV            virtual environment (default: $UNIAPL_REPO/.venv)
+#   UNIAPL_VENV            virtual environment (default: $UNIAPL_REPO/.venv-gpu from `make setup-gpu`;
+#                          $UNIAPL_REPO/.venv, the CPU test environment, only when that does not exist)
 #   UNIAPL_CONTAINER       container image for pyxis/enroot (srun --container-image); replaces the venv
 #   UNIAPL_CONTAINER_PYTHON  python inside the container (default: python)
 #   UNIAPL_GPUS_PER_NODE   GPUs per node (default: from Slurm, else 8)
@@ -36,9 +37,13 @@ uniapl_python() {
         UNIAPL_CHECK_PYTHON=()   # the container's python is not reachable from the batch host
         return
     fi
-    local venv="${UNIAPL_VENV:-$UNIAPL_REPO/.venv}"
+    local venv="${UNIAPL_VENV:-$UNIAPL_REPO/.venv-gpu}"
+    if [[ -z "${UNIAPL_VENV:-}" && ! -x "$venv/bin/python" && -x "$UNIAPL_REPO/.venv/bin/python" ]]; then
+        venv="$UNIAPL_REPO/.venv"   # CPU rehearsals; GPU recipes stop at start-up without TE/GPU vLLM
+        echo "note: no $UNIAPL_REPO/.venv-gpu ('make setup-gpu'); using $venv, the CPU test environment" >&2
+    fi
     [[ -x "$venv/bin/python" ]] ||
-        uniapl_fail "no virtual environment at $venv (run 'make setup' in $UNIAPL_REPO, set UNIAPL_VENV, or set UNIAPL_CONTAINER)"
+        uniapl_fail "no virtual environment at $venv (run 'make setup-gpu' in $UNIAPL_REPO, set UNIAPL_VENV, or set UNIAPL_CONTAINER)"
     UNIAPL_PYTHON="$venv/bin/python"
     UNIAPL_CHECK_PYTHON=("$UNIAPL_PYTHON")
 }

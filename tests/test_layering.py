@@ -12,7 +12,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "megatron_uniapl"
 
 LAYERS = [
     ("config", "assets"),
-    ("tokenizer", "cpu_support", "rewards", "losses"),
+    ("tokenizer", "cpu_support", "device", "rewards", "losses"),
     ("data", "parallel", "model"),
     ("convert", "planning"),
     ("rollout", "discriminator"),
@@ -20,6 +20,7 @@ LAYERS = [
     ("checkpoint", "metrics", "teacher", "launch_check"),
     ("runtime",),
     ("train",),
+    ("gpucheck",),
 ]
 """Bottom to top; the same list as docs/architecture.md."""
 

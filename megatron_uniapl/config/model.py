@@ -34,9 +34,11 @@ class ModelOptions:
     dtype: Literal["float32", "bfloat16", "float16"] = "bfloat16"
     """Parameter and activation dtype. Tests and CPU parity use float32."""
     fp8: Literal["e4m3", "hybrid"] | None = None
-    """FP8 GEMM format (Transformer Engine only, Hopper-class GPUs); None disables FP8."""
+    """FP8 GEMM format (Transformer Engine only; compute capability >= 8.9: Ada, Hopper and newer);
+    None disables FP8."""
     fp8_recipe: Literal["delayed", "tensorwise", "blockwise", "mxfp8"] = "tensorwise"
-    """FP8 scaling recipe passed to Transformer Engine."""
+    """FP8 scaling recipe passed to Transformer Engine; "mxfp8" needs compute capability >= 10.0
+    (Blackwell)."""
     recompute_activations: bool = False
     """Recompute each layer's activations in the backward pass (full, uniform) to save memory."""
     use_cpu_initialization: bool = False
@@ -52,6 +54,12 @@ class ModelOptions:
         import torch
 
         return getattr(torch, self.dtype)
+
+    @property
+    def token_multiple(self) -> int:
+        """Packed rows are padded to a multiple of this many tokens: Transformer Engine's FP8 GEMMs
+        need the token dimension divisible by 16 (an odd-length packed row fails otherwise)."""
+        return 16 if self.fp8 is not None else 1
 
     @property
     def model_parallel_size(self) -> int:

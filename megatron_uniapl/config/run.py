@@ -54,6 +54,10 @@ class TrainSection:
     """Token budget of one packed micro-batch per rank (samples are packed up to it)."""
     max_nonfinite_steps: int = 3
     """Stop after this many consecutive steps with a non-finite loss or gradient (each skipped)."""
+    device: Literal["auto", "cuda"] = "auto"
+    """"cuda": refuse to start unless a CUDA GPU is usable, naming what is missing (the GPU recipes
+    set it); "auto": the GPU when CUDA is usable, otherwise the CPU path (gloo and Megatron-Core's
+    CPU support: tests, the CPU demo)."""
 
     def validate(self) -> None:
         for name in ("steps", "micro_batch_tokens", "max_nonfinite_steps"):

@@ -1,8 +1,9 @@
 """Layer specs for Qwen3: Transformer Engine when available, a portable torch-SDPA spec otherwise.
 
 One switch (`ModelOptions.spec`) picks the implementation; FP8 is decided here and nowhere else,
-so that asking for FP8 without Transformer Engine or without a Hopper-class GPU fails at build
-time with a clear message instead of deep inside a kernel.
+so that asking for FP8 without Transformer Engine or without a GPU new enough for the chosen FP8
+recipe fails at build time with a clear message instead of deep inside a kernel (the messages
+come from `megatron_uniapl.device`, which the trainer also checks before it starts).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import logging
 import torch
 from megatron.core.transformer.spec_utils import ModuleSpec
 
+from megatron_uniapl import device
 from megatron_uniapl.config.model import ModelOptions
 
 logger = logging.getLogger(__name__)
@@ -33,24 +35,18 @@ def resolve_spec(options: ModelOptions) -> str:
     if spec == "auto":
         spec = "te" if (have_te and gpu) else "portable"
     if spec == "te" and not have_te:
-        raise RuntimeError(
-            "model.spec='te' but Transformer Engine is not importable; install the gpu extra "
-            "(`pip install -e .[gpu]`) or use model.spec='portable'"
-        )
+        reason = device.te_problem() or "Megatron-Core could not load Transformer Engine"
+        raise RuntimeError(f"model.spec='te' but {reason}; or use model.spec='portable'")
     if options.fp8 is not None:
         if spec != "te":
             raise RuntimeError(
                 f"model.fp8={options.fp8!r} needs the Transformer Engine spec "
                 f"(Transformer Engine {'is' if have_te else 'is not'} installed, spec resolved to {spec!r})"
             )
-        if not gpu:
-            raise RuntimeError("model.fp8 needs a CUDA GPU; none is visible")
-        major, minor = torch.cuda.get_device_capability()
-        if (major, minor) < (8, 9):
-            raise RuntimeError(
-                f"model.fp8 needs a Hopper/Ada-class GPU (compute capability >= 8.9); "
-                f"this GPU is {major}.{minor}"
-            )
+        capability = tuple(torch.cuda.get_device_capability()) if gpu else None
+        problem = device.fp8_problem(options.fp8, options.fp8_recipe, capability)
+        if problem:
+            raise RuntimeError(problem)
     if spec == "portable":
         if options.context_parallel > 1:
             raise RuntimeError("model.context_parallel > 1 needs the Transformer Engine spec")
