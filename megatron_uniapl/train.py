@@ -16,7 +16,6 @@ the weights per step (`objective.weights_at`); SFT-only stages never start the e
 from __future__ import annotations
 
 import logging
-import os
 import sys
 import time
 
@@ -27,6 +26,7 @@ from megatron_uniapl.data import stream
 from megatron_uniapl.data.packing import pack_samples
 from megatron_uniapl.data.sample import Sample
 from megatron_uniapl.losses.adversarial import assign_advantages
+from megatron_uniapl.parallel import launch_nodes
 from megatron_uniapl.rewards.samples import score_samples
 from megatron_uniapl.runtime import Runtime, build_runtime, save, shutdown
 
@@ -141,7 +141,7 @@ def train(config) -> list[dict]:
     progress = Progress(config.train.steps, initial=rt.step, enabled=config.logging.progress_bar)
     history = []
     world = dist.get_world_size()
-    nodes = max(1, world // int(os.environ.get("LOCAL_WORLD_SIZE", world)))
+    nodes = launch_nodes(world)
     try:
         while rt.step < config.train.steps:
             start = time.perf_counter()
@@ -190,7 +190,7 @@ def train(config) -> list[dict]:
             if rt.nonfinite_in_a_row > config.train.max_nonfinite_steps:
                 raise FloatingPointError(f"{rt.nonfinite_in_a_row} steps in a row had non-finite gradients; stopping")
             every = config.checkpoint.every  # 0 = only at the end
-            if (every and rt.step % every == 0) or rt.step == config.train.steps:
+            if config.checkpoint.enabled and ((every and rt.step % every == 0) or rt.step == config.train.steps):
                 save(rt)
     finally:
         progress.close()
