@@ -174,7 +174,7 @@ start() {
     fi
     mkdir -p "$STATE"
     install_packages
-    rm -rf "$STATE"/{ctld,spool,run,munge,dev} "$STATE/pids"
+    rm -rf "${STATE:?}"/{ctld,spool,run,munge,dev} "$STATE/pids"
     mkdir -p "$STATE"/{ctld,spool,run,log,munge,dev}
     # munged refuses a socket folder others can write to; it runs as root here (--force), with
     # its own key, socket and PID file.
@@ -200,15 +200,16 @@ stop() {
     local pid program i
     if [[ -f "$STATE/pids" ]] && running; then
         # Jobs first, while the controller still runs: their processes are ours too.
-        if scancel --full --quiet --user=root >/dev/null 2>&1; then
-            for ((i = 0; i < 60; i++)); do
+        if scancel --full --quiet --partition=debug >/dev/null 2>&1; then
+            # Up to KillWait (30 s) for a job that ignores SIGTERM, plus the epilogue.
+            for ((i = 0; i < 180; i++)); do
                 [[ -z "$(squeue -h -o %i 2>/dev/null)" ]] && break
                 sleep 0.5
             done
         fi
         # Node daemons, then the controller, then munge (the reverse of the start order).
         tac "$STATE/pids" | while read -r pid program; do
-            pid_runs "$pid" "$program" && kill -TERM "$pid" 2>/dev/null || true
+            if pid_runs "$pid" "$program"; then kill -TERM "$pid" 2>/dev/null || true; fi
             for ((i = 0; i < 50; i++)); do
                 pid_runs "$pid" "$program" || break
                 sleep 0.1

@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Shared launch logic of the sbatch scripts in this folder (sourced, not run).
 #
 # The scripts only allocate and launch: one srun task per node, each running torchrun
@@ -289,6 +290,7 @@ uniapl_train() {
          "(hosted by node 0), ${UNIAPL_CPUS:-default} CPUs per node, recipe $recipe" >&2
     # The node rank (and with it which node hosts the rendezvous store) is Slurm's node index,
     # set per node by srun; torchrun reads PET_NODE_RANK as --node-rank.
+    # shellcheck disable=SC2016  # expanded by the bash on each node, not here
     local launch=(srun --nodes="$UNIAPL_NNODES" --ntasks-per-node=1 "${cpus[@]}" --kill-on-bad-exit=1
         --export=ALL --chdir="$UNIAPL_REPO" "${UNIAPL_SRUN_ENV_ARGS[@]}"
         bash -c 'PET_NODE_RANK="$SLURM_NODEID" exec "$@"' uniapl-node

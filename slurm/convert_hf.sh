@@ -45,9 +45,9 @@ for ((i = 1; i < ${#args[@]}; i++)); do
     esac
 done
 uniapl_stop_on_problems
-cpus="${UNIAPL_CPUS_PER_TASK:-${SLURM_CPUS_ON_NODE:-}}"
+node_cpus="${UNIAPL_CPUS_PER_TASK:-${SLURM_CPUS_ON_NODE:-}}"
 cpu_args=()
-[[ -n "$cpus" ]] && cpu_args=(--cpus-per-task="$cpus")
-echo "launch: job ${SLURM_JOB_ID:-JOBID}, conversion '$1' on $(hostname), ${cpus:-default} CPUs" >&2
+[[ -n "$node_cpus" ]] && cpu_args=(--cpus-per-task="$node_cpus")
+echo "launch: job ${SLURM_JOB_ID:-JOBID}, conversion '$1' on $(hostname), ${node_cpus:-default} CPUs" >&2
 uniapl_exec srun --nodes=1 --ntasks=1 "${cpu_args[@]}" --export=ALL --chdir="$UNIAPL_REPO" "${UNIAPL_SRUN_ENV_ARGS[@]}" \
     "$UNIAPL_PYTHON" tools/convert_hf.py "$@"

@@ -297,3 +297,12 @@ def test_early_time_limit_signal_is_ignored(env, tmp_path):
     assert proc.returncode == 0, err
     assert "fake trainer: all steps done" in out and "s after the start ignored" in err
     assert not (tmp_path / "requeued").exists()
+
+
+def test_readme_dry_run_line_works_on_a_login_node(env):
+    """The README's `DRY_RUN=1 bash slurm/...` line, as written, outside any job."""
+    [line] = [line for line in (ROOT / "README.md").read_text().splitlines() if line.startswith("DRY_RUN=1 bash slurm/")]
+    argv = shlex.split(line, comments=True)
+    assert argv[:3] == ["DRY_RUN=1", "bash", "slurm/qwen3_4b_uniapl.sh"]
+    [cmd] = launched(run(argv[2].removeprefix("slurm/"), argv[3:], env))
+    assert torchrun_part(cmd)[2] == ["--config", *argv[3:]]

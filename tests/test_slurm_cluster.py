@@ -4,7 +4,7 @@ A loopback cluster (scripts/slurm_test_cluster.sh: one controller, two node daem
 placeholder GPUs per node, node names resolving to their own 127.0.0.x addresses) runs, in order:
 the scaling study over 1 and 2 nodes with one GPU per node followed by the README's report command,
 a 1-node x 2-process training job cancelled after a checkpoint and resubmitted, the conversion
-jobs, and the time-limit signal (save, exit 75, requeue; skipped while the trainer does not act on
+job, and the time-limit signal (save, exit 75, requeue; skipped while the trainer does not act on
 a stop request). The jobs run in a copy of the repository, so the checkout stays as it was.
 
 Opt-in, because starting the cluster needs root and edits /etc/hosts (lines removed afterwards):
@@ -169,7 +169,7 @@ def test_scancel_then_resubmit_resumes_from_the_last_checkpoint(repo, env):
     """1 node x 2 processes (the `nodes` metric must say 1 after vLLM rewrote LOCAL_WORLD_SIZE)."""
     start = time.time()
     command = ["sbatch", "--gpus-per-node=2", "slurm/qwen3_4b_uniapl.sh", "recipes/tiny_cpu.yaml", "train.steps=4", *TINY,
-               "checkpoint.every=2", "logging.run_dir=runs/resume"]
+               "checkpoint.every=2", "logging.log_every=1", "logging.run_dir=runs/resume"]
     run_dir = repo / "runs" / "resume"
     [first] = submitted(sh(command, env, repo))
     # Cancel once step 3 is logged: iteration 2 is saved, step 3 is not.
@@ -186,7 +186,7 @@ def test_scancel_then_resubmit_resumes_from_the_last_checkpoint(repo, env):
     resumed = re.search(r"resumed from (\S+) at step (\d+)", log_of(info))
     assert resumed, log_of(info)[-3000:]
     step = int(resumed.group(2))
-    assert step in (2, 3)  # the periodic checkpoint, or one saved on the stop request
+    assert 2 <= step <= max(before)  # the periodic checkpoint, or one saved on the stop request
     after = rows(run_dir)
     assert [r["step"] for r in after] == [1, 2, 3, 4]
     assert {(r["nodes"], r["gpus"]) for r in after} == {(1, 2)}
@@ -198,23 +198,24 @@ def test_scancel_then_resubmit_resumes_from_the_last_checkpoint(repo, env):
                 assert r.get(key) == before[r["step"]].get(key), key
 
 
-def test_conversion_jobs(repo, env):
+def test_conversion_job(repo, env):
+    """A 2-CPU node: the job used to ask for 16 CPUs and pend forever. The conversion's correctness
+    is tests/test_convert_tool.py's; here the job runs and writes a complete checkpoint."""
+    from megatron_uniapl.convert.mcore_checkpoint import ModelCheckpointMeta
+
     start = time.time()
     hf = repo / "runs" / "tiny_model"
     if not (hf / "config.json").is_file():  # made by the training jobs; this test may run alone
         from megatron_uniapl.model.tiny import create_tiny_qwen3
 
         create_tiny_qwen3(hf, seed=0)
-    [imported] = submitted(sh(["sbatch", "slurm/convert_hf.sh", "import", "--hf-dir", "runs/tiny_model", "--out-dir",
-                               "runs/tiny_mcore_tp2", "--tp", "2"], env, repo))
-    info = completed(imported, env)
+    [job_id] = submitted(sh(["sbatch", "slurm/convert_hf.sh", "import", "--hf-dir", "runs/tiny_model", "--out-dir",
+                             "runs/tiny_mcore_tp2", "--tp", "2"], env, repo))
+    info = completed(job_id, env)
+    print(f"conversion job: {time.time() - start:.0f} s")
     assert "conversion 'import'" in log_of(info) and "2 CPUs" in log_of(info)
-    assert (repo / "runs" / "tiny_mcore_tp2").is_dir()
-    [verified] = submitted(sh(["sbatch", "slurm/convert_hf.sh", "verify", "--hf-dir", "runs/tiny_model", "--mcore-dir",
-                               "runs/tiny_mcore_tp2", "--tp", "2"], env, repo))
-    info = completed(verified, env)
-    assert re.search(r"max_abs_logit_diff=\S+ .* -> OK", log_of(info)), log_of(info)[-2000:]
-    print(f"conversion (2 jobs): {time.time() - start:.0f} s")
+    meta = ModelCheckpointMeta.read(repo / "runs" / "tiny_mcore_tp2")
+    assert meta.tensor_parallel == 2 and meta.hf_config == json.loads((hf / "config.json").read_text())
 
 
 def test_time_limit_signal_saves_and_requeues(repo, env):
@@ -226,7 +227,7 @@ def test_time_limit_signal_saves_and_requeues(repo, env):
     start = time.time()
     run_dir = repo / "runs" / "stop"
     command = ["sbatch", "--gpus-per-node=1", "slurm/train.sh", "recipes/tiny_cpu.yaml", "train.steps=3", *TINY,
-               "checkpoint.every=100", "logging.run_dir=runs/stop"]
+               "checkpoint.every=100", "logging.log_every=1", "logging.run_dir=runs/stop"]
     # The grace period ignores a USR1 in the first 120 s (a --time shorter than the signal lead);
     # this signal is sent by hand once the first step is done.
     [job_id] = submitted(sh(command, dict(env, UNIAPL_STOP_GRACE_S="0"), repo))
