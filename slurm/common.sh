@@ -41,6 +41,10 @@ uniapl_fail() {
 # Problems are collected and reported together (uniapl_stop_on_problems), so that one attempt
 # shows everything that would stop the job.
 uniapl_problem() {
+    local p
+    for p in "${UNIAPL_PROBLEMS[@]}"; do
+        [[ "$p" == "$*" ]] && return 0   # the same problem found again (a study checks every node count)
+    done
     UNIAPL_PROBLEMS+=("$*")
 }
 
@@ -81,12 +85,13 @@ uniapl_python() {
     fi
 }
 
-# The value of `#SBATCH --NAME=VALUE` in the script being run (the defaults a dry run outside a job uses).
+# The value of `#SBATCH --NAME=VALUE` in the script being run, or in FILE (the defaults a dry run
+# outside a job uses).
 uniapl_sbatch_default() {
     local line value=""
     while IFS= read -r line; do
         [[ "$line" == "#SBATCH --$1="* ]] && value="${line#*=}"
-    done <"$0"
+    done <"${2:-$0}"
     echo "$value"
 }
 

@@ -9,7 +9,8 @@
 # the recipe, the overrides, and what a study needs: its own run directory
 # (logging.run_dir=<UNIAPL_STUDY_DIR>/nodes_<N>, default runs/scaling/<recipe name>), no
 # checkpoints, and a metrics row for every step (logging.log_every=1). Short studies add e.g.
-# train.steps=20. When the jobs are done,
+# train.steps=20. The recipe is checked at every node count before anything is queued. When the
+# jobs are done,
 #
 #   python tools/scaling_report.py runs/scaling/<recipe name>
 #
@@ -45,6 +46,21 @@ fi
 uniapl_stop_on_problems
 name="$(basename "$recipe" .yaml)"
 study="${UNIAPL_STUDY_DIR:-runs/scaling/$name}"
+study_overrides=("logging.run_dir=$study/nodes_N" checkpoint.enabled=false checkpoint.resume=none logging.log_every=1)
+# The recipe check at every node count, here on the login node, before anything is queued.
+UNIAPL_REPO="$repo"
+uniapl_python
+UNIAPL_GPUS="$(uniapl_sbatch_default gpus-per-node "$repo/slurm/train.sh")"
+for option in "${sbatch_options[@]}"; do
+    [[ "$option" == --gpus-per-node=* ]] && UNIAPL_GPUS="${option#*=}"
+done
+UNIAPL_GPUS="${UNIAPL_GPUS_PER_NODE:-${UNIAPL_GPUS##*:}}"
+[[ "$UNIAPL_GPUS" =~ ^[1-9][0-9]*$ ]] ||
+    uniapl_problem "GPUs per node '$UNIAPL_GPUS': with --gpus-per-node=0 (a cluster without GPU GRES) set UNIAPL_GPUS_PER_NODE"
+for UNIAPL_NNODES in $counts; do
+    uniapl_check "$recipe" "$@" "${study_overrides[@]}"
+done
+uniapl_stop_on_problems
 mkdir -p "$repo/logs"   # sbatch does not create the folder of --output; a job without it fails silently
 for n in $counts; do
     uniapl_exec sbatch "${sbatch_options[@]}" --nodes="$n" --job-name="scaling-$name-n$n" slurm/train.sh "$recipe" "$@" \

@@ -306,3 +306,16 @@ def test_readme_dry_run_line_works_on_a_login_node(env):
     assert argv[:3] == ["DRY_RUN=1", "bash", "slurm/qwen3_4b_uniapl.sh"]
     [cmd] = launched(run(argv[2].removeprefix("slurm/"), argv[3:], env))
     assert torchrun_part(cmd)[2] == ["--config", *argv[3:]]
+
+
+def test_scaling_study_checks_every_node_count_before_queueing(env, tmp_path):
+    """On the login node: a typo, a missing file and a layout that fits 2 nodes but not 1 stop the study."""
+    env = dict(env, UNIAPL_SKIP_CHECKS="0")
+    args = ["--gpus-per-node=1", "recipes/tiny_cpu.yaml", "1 2", "optimizer.lrr=1", "model.tensor_parallel=2",
+            f"data.demo_file={tmp_path}/none.jsonl"]
+    result = run("scaling_study.sh", args, env)
+    assert result.returncode != 0 and "LAUNCH" not in result.stdout
+    assert result.stderr.count("did you mean 'lr'") == 1  # found at both node counts, listed once
+    assert "1 ranks are not divisible" in result.stderr and "2 ranks are not divisible" not in result.stderr
+    assert f"data.demo_file={tmp_path}/none.jsonl: no such file" in result.stderr
+    assert "3 problem(s) above; nothing was launched" in result.stderr
