@@ -48,16 +48,33 @@ def path_problems(config: RunConfig) -> list[str]:
 
 
 def check(recipe: str, overrides: list[str], world: int | None) -> list[str]:
-    """All problems that would stop the run with this recipe on `world` ranks."""
+    """All problems that would stop the run with this recipe on `world` ranks.
+
+    Each override is tried on its own first, so that two typos give two messages; the rest of the
+    checks (validation, the world size, paths) run on the recipe with the usable overrides."""
     if not Path(recipe).is_file():
         return [f"recipe {recipe}: no such file (paths are relative to the repository root)"]
     try:
-        config = load_config(recipe, overrides)
-        if world is not None:
-            config.check_world(world)
-    except ConfigError as err:
+        load_config(recipe, [], validate=False)
+    except ConfigError as err:  # the recipe itself cannot be read: nothing else can be checked
         return [str(err)]
-    return path_problems(config)
+    problems, usable = [], []
+    for override in overrides:
+        try:
+            load_config(recipe, [override], validate=False)
+            usable.append(override)
+        except ConfigError as err:
+            problems.append(str(err))
+    try:
+        config = load_config(recipe, usable, validate=False)
+    except ConfigError as err:  # overrides fine alone but not together (e.g. a list index)
+        return [*problems, str(err)]
+    for step in (config.validate, lambda: world is not None and config.check_world(world)):
+        try:
+            step()
+        except ConfigError as err:
+            problems.append(str(err))
+    return problems + path_problems(config)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -19,6 +19,25 @@ from megatron_uniapl import cpu_support
 
 logger = logging.getLogger(__name__)
 
+# torchrun's LOCAL_WORLD_SIZE as this process started: vLLM's CPU platform rewrites the variable
+# when an engine starts in the process, so it is read once, at import (before any engine).
+_LAUNCH_LOCAL_WORLD_SIZE = os.environ.get("LOCAL_WORLD_SIZE")
+
+
+def launch_nodes(world: int) -> int:
+    """The number of nodes this job runs on (the `nodes` metric of scaling reports).
+
+    torchrun starts one agent per node and tells each worker their count (GROUP_WORLD_SIZE);
+    without it, `world` / the launcher's LOCAL_WORLD_SIZE as set at process start; else 1.
+    """
+    groups = os.environ.get("GROUP_WORLD_SIZE", "")
+    if groups.isdigit() and int(groups) >= 1:
+        return int(groups)
+    local = _LAUNCH_LOCAL_WORLD_SIZE or ""
+    if local.isdigit() and int(local) >= 1:
+        return max(1, world // int(local))
+    return 1
+
 
 def free_port() -> int:
     """A free TCP port on the loopback interface, for single-process or spawned worlds."""

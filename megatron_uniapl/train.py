@@ -16,7 +16,6 @@ the weights per step (`objective.weights_at`); SFT-only stages never start the e
 from __future__ import annotations
 
 import logging
-import os
 import sys
 import time
 
@@ -50,6 +49,7 @@ from megatron_uniapl.metrics.step import (
     summarize,
 )
 from megatron_uniapl.model.distributed import StepResult, train_step
+from megatron_uniapl.parallel import launch_nodes
 from megatron_uniapl.runtime import Runtime, build_runtime, save, shutdown
 
 logger = logging.getLogger("megatron_uniapl.train")
@@ -109,7 +109,7 @@ def train(config: RunConfig) -> list[dict]:
     rt = build_runtime(config)
     report = StepReporter(config, resume_step=rt.step)
     world = dist.get_world_size()
-    nodes = max(1, world // int(os.environ.get("LOCAL_WORLD_SIZE", world)))
+    nodes = launch_nodes(world)
     try:
         while rt.step < config.train.steps:
             start = time.perf_counter()
@@ -136,7 +136,7 @@ def train(config: RunConfig) -> list[dict]:
             if rt.nonfinite_in_a_row > config.train.max_nonfinite_steps:
                 raise FloatingPointError(f"{rt.nonfinite_in_a_row} steps in a row had non-finite gradients; stopping")
             every = config.checkpoint.every  # 0 = only at the end
-            if (every and rt.step % every == 0) or rt.step == config.train.steps:
+            if config.checkpoint.enabled and ((every and rt.step % every == 0) or rt.step == config.train.steps):
                 save(rt)
     finally:
         report.close()

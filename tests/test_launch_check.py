@@ -36,3 +36,14 @@ def test_config_errors_and_world(capsys, monkeypatch):
     assert "3 ranks are not divisible" in problem
     assert main(["--config", TINY, "--world", "1", "train.stepz=3"]) == 2
     assert "did you mean 'steps'" in capsys.readouterr().out
+
+
+def test_every_bad_override_and_path_is_listed(tmp_path, monkeypatch):
+    """Two typos and a missing file: three messages from one check, not the first one only."""
+    monkeypatch.chdir(ROOT)
+    problems = check(TINY, ["optimizer.lrr=1", "train.stepz=3", f"data.demo_file={tmp_path}/d.jsonl",
+                            "model.tensor_parallel=2", f"logging.run_dir={tmp_path}/run"], world=3)
+    assert len(problems) == 4, problems
+    assert "did you mean 'lr'" in problems[0] and "did you mean 'steps'" in problems[1]
+    assert "3 ranks are not divisible" in problems[2]
+    assert problems[3] == f"data.demo_file={tmp_path}/d.jsonl: no such file"

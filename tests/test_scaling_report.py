@@ -73,3 +73,20 @@ def test_bad_metrics(tmp_path, capsys):
         summarize(run)
     assert main([str(tmp_path / "missing")]) == 2
     assert "no metrics file" in capsys.readouterr().out
+
+
+def test_a_study_folder_stands_for_its_runs(study, tmp_path, capsys):
+    """`scaling_report.py runs/scaling/<recipe>`: the folder slurm/scaling_study.sh fills, one run per node count."""
+    assert main([str(tmp_path)]) == 0
+    rows = [line.split()[0] for line in capsys.readouterr().out.splitlines()[1:]]
+    assert rows == ["nodes_1", "nodes_2", "nodes_4"]
+
+
+def test_a_run_logged_every_few_steps_says_why_it_has_nothing(tmp_path):
+    run = tmp_path / "short"
+    run.mkdir()
+    (run / "metrics.jsonl").write_text(json.dumps({"step": 5, "nodes": 1, "gpus": 1, "throughput/tokens_per_s": 1.0,
+                                                   "time/step_s": 1.0}) + "\n")
+    with pytest.raises(ReportError, match=r"rows for 1 of 5 steps: run with logging.log_every=1"):
+        summarize(run)
+    assert summarize(run, skip=0).steps == 1

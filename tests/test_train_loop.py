@@ -140,7 +140,8 @@ def test_staged_variant_switches_weights_in_one_invocation(hf_dir, tmp_path):
     """SFT -> GRPO: the first stage trains on demonstrations only, the second on rollouts only."""
     run_dir = tmp_path / "staged"
     run(run_dir, hf_dir, ["objective.variant=sft->grpo", "objective.first_stage_steps=1", "discriminator.kind=none",
-                          "train.steps=3", "checkpoint.every=0"])
+                          "train.steps=3", "checkpoint.enabled=false"])
+    assert not (run_dir / "checkpoints").exists()  # not even at the end
     r = rows(run_dir)
     assert r[1]["objective/mu"] == 1.0 and "reward/task_mean" not in r[1] and r[1]["loss/sft"] > 0
     for step in (2, 3):

@@ -9,6 +9,7 @@ For each run, after dropping the first `skip` steps (start-up, compilation, cach
     phase time     = mean over steps of time/<phase>_s
     efficiency     = per_gpu / per_gpu of the run with the fewest GPUs    (1.0 = linear scaling)
 
+    python tools/scaling_report.py runs/scaling/qwen3_4b --plot scaling.png     (a study folder)
     python tools/scaling_report.py runs/scaling/qwen3_4b/nodes_* --plot scaling.png
 """
 
@@ -60,6 +61,16 @@ def metrics_path(path: str | Path) -> Path:
     return path if path.is_file() else path / "metrics.jsonl"
 
 
+def expand_runs(paths: list[str | Path]) -> list[Path]:
+    """Run directories or metrics files; a folder without metrics.jsonl whose subfolders have one
+    (a scaling study, `runs/scaling/<recipe>`) stands for those subfolders."""
+    runs = []
+    for path in map(Path, paths):
+        children = sorted(p.parent for p in path.glob("*/metrics.jsonl")) if path.is_dir() else []
+        runs.extend(children if children and not (path / "metrics.jsonl").is_file() else [path])
+    return runs
+
+
 def read_metrics(path: str | Path) -> list[dict]:
     """The step records of a metrics file; ReportError names file:line for a bad line."""
     path = metrics_path(path)
@@ -86,7 +97,11 @@ def summarize(path: str | Path, skip: int = 1, name: str | None = None) -> RunSu
     records = [r for r in read_metrics(path) if TOKENS in r and STEP in r]
     measured = records[skip:]
     if not measured:
-        raise ReportError(f"{file}: no steps with {TOKENS} and {STEP} after skipping {skip}")
+        hint = ""
+        if records and max(int(r.get("step", 0)) for r in records) > len(records):
+            hint = (f"; it has rows for {len(records)} of {max(int(r.get('step', 0)) for r in records)} steps: run with "
+                    f"logging.log_every=1 (slurm/scaling_study.sh does) or report with --skip 0")
+        raise ReportError(f"{file}: no steps with {TOKENS} and {STEP} after skipping {skip}{hint}")
     for key in ("nodes", "gpus"):
         if key not in measured[-1]:
             raise ReportError(f"{file}: the step records have no {key!r} field")
@@ -165,12 +180,13 @@ def plot(runs: list[RunSummary], out: str | Path) -> Path:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="tabulate and plot a scaling study from metrics.jsonl files")
-    parser.add_argument("runs", nargs="+", help="run directories (with metrics.jsonl) or metrics files")
+    parser.add_argument("runs", nargs="+", help="run directories (with metrics.jsonl), metrics files, or a study "
+                        "folder holding one run directory per node count")
     parser.add_argument("--skip", type=int, default=1, help="leading steps to leave out of every run")
     parser.add_argument("--plot", default=None, help="write a PNG here")
     args = parser.parse_args(argv)
     try:
-        runs = compare([summarize(p, args.skip) for p in args.runs])
+        runs = compare([summarize(p, args.skip) for p in expand_runs(args.runs)])
     except ReportError as err:
         print(f"error: {err}")
         return 2

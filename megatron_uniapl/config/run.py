@@ -75,6 +75,8 @@ class CheckpointSection:
     """Save every this many optimizer steps (and at the end); 0 = only at the end."""
     keep_last: int = 2
     """Checkpoints kept; older ones are deleted after a newer one is complete."""
+    enabled: bool = True
+    """false = write no checkpoint at all, not even at the end (scaling studies, benchmarks)."""
     resume: str = "auto"
     """"auto": resume from the latest checkpoint in `dir` if any; "none": start fresh
     (refused if `dir` already has checkpoints); otherwise a checkpoint path to resume from."""
@@ -113,7 +115,7 @@ class LoggingSection:
 @dataclass
 class PlanSection:
     """The cluster a recipe is sized for. Informational for the run (Slurm allocates the real one);
-    the scaling model (megatron_uniapl/scaling) checks the recipe's memory against it."""
+    the scaling model (megatron_uniapl/planning) checks the recipe's memory against it."""
 
     nodes: int = 1
     """Nodes the layout was planned for."""
