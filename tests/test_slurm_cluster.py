@@ -34,6 +34,8 @@ JOB_TIMEOUT_S = 900
 DONE = ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "BOOT_FAIL", "DEADLINE")
 
 pytestmark = pytest.mark.slow
+# What the cancel test saw the trainer do on SIGTERM (the stop contract), for the signal test.
+TRAINER: dict[str, bool] = {}
 
 
 @pytest.fixture(scope="module")
@@ -187,6 +189,7 @@ def test_scancel_then_resubmit_resumes_from_the_last_checkpoint(repo, env):
     assert resumed, log_of(info)[-3000:]
     step = int(resumed.group(2))
     assert 2 <= step <= max(before)  # the periodic checkpoint, or one saved on the stop request
+    TRAINER["saves_on_stop"] = step > 2
     after = rows(run_dir)
     assert [r["step"] for r in after] == [1, 2, 3, 4]
     assert {(r["nodes"], r["gpus"]) for r in after} == {(1, 2)}
@@ -224,6 +227,9 @@ def test_time_limit_signal_saves_and_requeues(repo, env):
 
     Needs the trainer's side of the stop contract; skipped, by behaviour, while the trainer runs on
     through a stop request."""
+    if TRAINER.get("saves_on_stop") is False:
+        pytest.skip("the trainer did not save on scancel's SIGTERM in the cancel test (it resumed from the periodic "
+                    "checkpoint): the trainer's side of the stop contract is missing. Passes once it is there.")
     start = time.time()
     run_dir = repo / "runs" / "stop"
     command = ["sbatch", "--gpus-per-node=1", "slurm/train.sh", "recipes/tiny_cpu.yaml", "train.steps=3", *TINY,
