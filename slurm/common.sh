@@ -2,7 +2,7 @@
 # Shared launch logic of the sbatch scripts in this folder (sourced, not run).
 #
 # The scripts only allocate and launch: one srun task per node, each running torchrun
-# (python -m torch.distributed.run) with a static rendezvous whose store node 0 hosts (its node
+# (through megatron_uniapl.launcher) with a static rendezvous whose store node 0 hosts (its node
 # rank comes from SLURM_NODEID, so no node has to guess from its host name whether it is the host).
 # Hyperparameters live in recipes; the scripts take the recipe and overrides as arguments.
 # docs/cluster.md is the user's guide; in short:
@@ -244,12 +244,13 @@ uniapl_request_stop() {
 }
 
 # uniapl_run_stoppable CMD...: run the launch in the background so that the batch shell's traps run
-# while it does (bash defers traps until a foreground command ends); sets UNIAPL_RC.
+# while it does (bash defers traps until a foreground command ends); sets UNIAPL_RC (75 for a clean
+# stop, which the launcher reports through $UNIAPL_STOP_FILE.stopped).
 uniapl_run_stoppable() {
     UNIAPL_STOP_SIGNAL=""
     UNIAPL_LAUNCH_START=$SECONDS
     mkdir -p "$(dirname "$UNIAPL_STOP_FILE")"
-    rm -f "$UNIAPL_STOP_FILE"   # left by an earlier attempt of a requeued job
+    rm -f "$UNIAPL_STOP_FILE" "$UNIAPL_STOP_FILE.stopped"   # left by an earlier attempt of a requeued job
     trap 'uniapl_request_stop USR1' USR1
     trap 'uniapl_request_stop TERM' TERM
     "$@" &
@@ -261,7 +262,9 @@ uniapl_run_stoppable() {
         [[ "$UNIAPL_WAIT_INTERRUPTED" == 1 ]] || break
     done
     trap - USR1 TERM
-    rm -f "$UNIAPL_STOP_FILE"
+    # The launcher records a clean stop (every worker exited 75) here and exits 0.
+    [[ "$UNIAPL_RC" == 0 && -e "$UNIAPL_STOP_FILE.stopped" ]] && UNIAPL_RC=$UNIAPL_STOPPED_EXIT
+    rm -f "$UNIAPL_STOP_FILE" "$UNIAPL_STOP_FILE.stopped"
 }
 
 # After the launch: a stop on the time-limit signal requeues the job (it resumes from the
@@ -298,13 +301,12 @@ uniapl_train() {
     [[ -n "$UNIAPL_CPUS" ]] && cpus=(--cpus-per-task="$UNIAPL_CPUS")
     echo "launch: job $UNIAPL_JOB, $UNIAPL_NNODES node(s) x $UNIAPL_GPUS GPUs, rendezvous $UNIAPL_HEAD:$UNIAPL_PORT" \
          "(hosted by node 0), ${UNIAPL_CPUS:-default} CPUs per node, recipe $recipe" >&2
-    # The node rank (and with it which node hosts the rendezvous store) is Slurm's node index,
-    # set per node by srun; torchrun reads PET_NODE_RANK as --node-rank.
-    # shellcheck disable=SC2016  # expanded by the bash on each node, not here
+    # megatron_uniapl.launcher is torchrun plus two things: the node rank (and with it the node
+    # hosting the rendezvous store) is Slurm's SLURM_NODEID, and the trainer's "stopped" exit 75,
+    # which torchrun and srun would turn into a failure, is recorded in $UNIAPL_STOP_FILE.stopped.
     local launch=(srun --nodes="$UNIAPL_NNODES" --ntasks-per-node=1 "${cpus[@]}" --kill-on-bad-exit=1
         --export=ALL --chdir="$UNIAPL_REPO" "${UNIAPL_SRUN_ENV_ARGS[@]}"
-        bash -c 'PET_NODE_RANK="$SLURM_NODEID" exec "$@"' uniapl-node
-        "$UNIAPL_PYTHON" -m torch.distributed.run
+        "$UNIAPL_PYTHON" -m megatron_uniapl.launcher
         --nnodes="$UNIAPL_NNODES" --nproc-per-node="$UNIAPL_GPUS"
         --rdzv-backend=static --master-addr="$UNIAPL_HEAD" --master-port="$UNIAPL_PORT" --max-restarts=0
         -m megatron_uniapl.train --config "$recipe" "$@")
