@@ -17,7 +17,7 @@ LAYERS = [
     ("convert", "planning"),
     ("rollout", "discriminator"),
     ("colocation", "algorithm", "eval"),
-    ("checkpoint", "metrics", "teacher", "launch_check"),
+    ("checkpoint", "metrics", "teacher", "launch_check", "launcher"),
     ("runtime",),
     ("train",),
     ("gpucheck",),
