@@ -46,7 +46,7 @@ def launch(tmp_path: Path, codes: str, stop_file: str | None, node_id: str | Non
 
 def test_stop_status_is_recorded_and_launch_succeeds(tmp_path):
     stop = tmp_path / "job.stop"
-    result = launch(tmp_path, "75,75", str(stop), node_id="0")
+    result = launch(tmp_path, "75@10,75@10", str(stop), node_id="0")  # both print before either exits
     assert result.returncode == 0, result.stderr[-3000:]
     assert (tmp_path / "job.stop.stopped").is_file()
     assert sorted(line for line in result.stdout.splitlines() if line.startswith("rank")) == [
