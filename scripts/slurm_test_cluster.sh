@@ -180,7 +180,7 @@ start() {
     # its own key, socket and PID file.
     chmod 700 "$STATE/munge"
     mungekey --create --keyfile="$STATE/munge/munge.key" >/dev/null
-    munged --force --socket="$STATE/munge/munge.socket" --key-file="$STATE/munge/munge.key" \
+    munged --force --num-threads=4 --socket="$STATE/munge/munge.socket" --key-file="$STATE/munge/munge.key" \
         --pid-file="$STATE/munge/munged.pid" --log-file="$STATE/log/munged.log" --seed-file="$STATE/munge/seed"
     record_pid "$STATE/munge/munged.pid" munged
     write_config "$nodes"

@@ -87,8 +87,14 @@ def submitted(result: subprocess.CompletedProcess) -> list[str]:
 
 
 def job(job_id: str, env: dict) -> dict[str, str]:
-    out = sh(["scontrol", "show", "job", "-o", job_id], env, ROOT).stdout
-    return dict(re.findall(r"(\w+)=(\S*)", out))
+    # Under a heavy load a client call now and then dies of SIGPIPE on its way to the controller;
+    # this query is only a poll, so it is asked again.
+    for attempt in range(5):
+        result = sh(["scontrol", "show", "job", "-o", job_id], env, ROOT, check=attempt == 4)
+        if result.returncode == 0:
+            return dict(re.findall(r"(\w+)=(\S*)", result.stdout))
+        time.sleep(1)
+    raise AssertionError("unreachable")
 
 
 def log_of(info: dict) -> str:
