@@ -7,25 +7,25 @@ engine and co-location schedule, discriminator, data streams, and the resume fro
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch.distributed as dist
 
-from megatron_uniapl import checkpoint as ckpt
-from megatron_uniapl import parallel
+from megatron_uniapl import parallel, preflight
+from megatron_uniapl.checkpoint import resume
+from megatron_uniapl.checkpoint.resume import save
+from megatron_uniapl.checkpoint.state import RNGStreams, Stateful
 from megatron_uniapl.config.objective import ObjectiveConfig
 from megatron_uniapl.config.sections import RunConfig
-from megatron_uniapl.data.schemas import (
-    Demonstration,
-    RLPrompt,
-    read_demonstrations,
-    read_rl_prompts,
-)
+from megatron_uniapl.config.yaml_io import ConfigError
+from megatron_uniapl.data import stream as streams
+from megatron_uniapl.data.schemas import Demonstration, RLPrompt
 from megatron_uniapl.data.stream import OverlongCounter, RecordStream
 from megatron_uniapl.discriminator.base import CoTrainable, Discriminator
 from megatron_uniapl.model.hf_config import Qwen3Arch, load_qwen3_arch
+from megatron_uniapl.nonfinite import LoopState
 from megatron_uniapl.tokenizer import Tokenizer, check_vocab, load_tokenizer
 
 if TYPE_CHECKING:
@@ -79,25 +79,39 @@ class Runtime:
     """Pushes the trainer's weights into the engine."""
     discriminator: Discriminator | None = None
     """Scores responses against the expert's; `CoTrainable` ones also learn each step."""
-    step: int = 0
-    """Optimizer steps finished (the next step's index)."""
-    nonfinite_in_a_row: int = 0
-    """Consecutive steps skipped for non-finite gradients."""
+    loop: LoopState = field(default_factory=LoopState)
+    """The loop's counters: steps finished and the current non-finite streak."""
+
+    @property
+    def step(self) -> int:
+        """Optimizer steps finished (the next step's index)."""
+        return self.loop.step
+
+    @step.setter
+    def step(self, value: int) -> None:
+        self.loop.step = value
 
     @property
     def modules(self) -> list:
         """The model chunks without their DDP wrappers (what conversion and sync read)."""
         return [getattr(c, "module", c) for c in self.chunks]
 
-    def common_state(self) -> dict:
-        return {
-            "step": self.step,
-            "scheduler": self.lr_schedule.state_dict(),
-            "demo_stream": self.demo_stream.state_dict() if self.demo_stream else None,
-            "rl_stream": self.rl_stream.state_dict() if self.rl_stream else None,
-            "nonfinite_in_a_row": self.nonfinite_in_a_row,
-            "model_config": self.arch.__dict__,
-        }
+    def parts(self) -> dict[str, Stateful]:
+        """The run-wide resumable parts, saved once (rank 0) as plain data: {name: part}."""
+        out: dict[str, Stateful] = {"loop": self.loop, "lr_schedule": self.lr_schedule}
+        if self.demo_stream is not None:
+            out["demo_stream"] = self.demo_stream
+        if self.rl_stream is not None:
+            out["rl_stream"] = self.rl_stream
+        return out
+
+    def rank_parts(self) -> dict[str, Stateful]:
+        """Each rank's own resumable parts: its RNG streams, and the co-trained discriminator's
+        tensor-parallel shard with its optimizer."""
+        out: dict[str, Stateful] = {"rng": RNGStreams()}
+        if isinstance(self.discriminator, CoTrainable):
+            out["discriminator"] = self.discriminator
+        return out
 
 
 def _model_dir(config: RunConfig) -> Path:
@@ -113,8 +127,10 @@ def _model_dir(config: RunConfig) -> Path:
     return hf_dir
 
 
-def build_policy(config: RunConfig, arch: Qwen3Arch, hf_dir: Path, frozen: bool = False) -> list:
-    """Model chunks of this rank (DDP-wrapped unless frozen), initialized from HF or a checkpoint."""
+def build_policy(config: RunConfig, arch: Qwen3Arch, hf_dir: Path, frozen: bool = False,
+                 load_weights: bool = True) -> list:
+    """Model chunks of this rank (DDP-wrapped unless frozen), initialized from HF or a checkpoint;
+    `load_weights=False` leaves them uninitialized (a resume overwrites every weight anyway)."""
     from megatron.core import parallel_state
 
     from megatron_uniapl.convert.hf_io import HFCheckpointReader
@@ -123,10 +139,12 @@ def build_policy(config: RunConfig, arch: Qwen3Arch, hf_dir: Path, frozen: bool 
     from megatron_uniapl.model.builder import build_qwen3_model
     from megatron_uniapl.model.distributed import wrap_ddp
 
-    options = config.model
+    options = config.model if load_weights else replace(config.model, perform_initialization=False)
     vpp = options.virtual_pipeline_stages
     chunks = [build_qwen3_model(arch, options, vp_stage=v if vpp else None) for v in range(vpp or 1)]
-    if config.model.init_checkpoint:
+    if not load_weights:
+        pass
+    elif config.model.init_checkpoint:
         load_model_weights(chunks, Path(config.model.init_checkpoint) / "weights")
     else:
         tp_rank = parallel_state.get_tensor_model_parallel_rank()
@@ -152,7 +170,7 @@ def optimizer_settings(config: RunConfig):
     )
 
 
-def _cotrained_discriminator(config: RunConfig, tokenizer):
+def _cotrained_discriminator(config: RunConfig, tokenizer, load_weights: bool = True):
     """A Qwen3 classifier on the Megatron model code, sharded like the policy (TP only)."""
     from megatron_uniapl.config.model import ModelOptions
     from megatron_uniapl.discriminator.cotrained import CoTrainedDiscriminator
@@ -164,11 +182,12 @@ def _cotrained_discriminator(config: RunConfig, tokenizer):
     m = config.model
     options = ModelOptions(tensor_parallel=m.tensor_parallel, dtype=m.dtype, spec=m.spec,
                            use_cpu_initialization=m.use_cpu_initialization)
-    module = build_megatron_discriminator(load_qwen3_arch(init), options, hf_dir=init, head_seed=config.train.seed)
+    module = build_megatron_discriminator(load_qwen3_arch(init), options, hf_dir=init if load_weights else None,
+                                          head_seed=config.train.seed)
     return CoTrainedDiscriminator(module, config.discriminator.cotrained, tokenizer=tokenizer)
 
 
-def _discriminator(config: RunConfig, uses_it: bool, tokenizer):
+def _discriminator(config: RunConfig, uses_it: bool, tokenizer, load_weights: bool = True):
     kind = config.discriminator.kind
     if not uses_it or kind == "none":
         return None
@@ -180,18 +199,17 @@ def _discriminator(config: RunConfig, uses_it: bool, tokenizer):
         from megatron_uniapl.discriminator.frozen import FrozenRewardModel
 
         return FrozenRewardModel(config.discriminator.frozen)
-    return _cotrained_discriminator(config, tokenizer)
+    return _cotrained_discriminator(config, tokenizer, load_weights)
 
 
-def build_runtime(config: RunConfig) -> Runtime:
-    """Collective. Initializes the parallel state and builds every part of the run."""
-    from megatron_uniapl.device import check_run
-
-    check_run(config)  # GPU-only settings on a machine without a usable GPU: stop now, say why
+def build_runtime(config: RunConfig, plan: preflight.Plan | None = None) -> Runtime:
+    """Collective. Initializes the parallel state and builds every part of the run, resuming from
+    `plan` (the pre-flight checks' result; run here when not given)."""
     from megatron.core import parallel_state
 
     from megatron_uniapl.model.distributed import build_optimizer
 
+    plan = plan or preflight.check_run(config)
     m = config.model
     parallel.initialize(m.tensor_parallel, m.pipeline_parallel, m.virtual_pipeline_stages, m.context_parallel,
                         seed=config.train.seed, device=config.train.device)
@@ -200,28 +218,41 @@ def build_runtime(config: RunConfig) -> Runtime:
     hf_dir = _model_dir(config)
     arch = load_qwen3_arch(hf_dir)
     tokenizer = load_tokenizer(config.model.tokenizer or hf_dir)
-    check_vocab(tokenizer.vocab_size, arch.vocab_size, where=str(config.model.tokenizer or hf_dir))
+    try:
+        check_vocab(tokenizer.vocab_size, arch.vocab_size, where=str(config.model.tokenizer or hf_dir))
+    except ValueError as err:
+        raise ConfigError(f"model.tokenizer: {err}") from None
+    _check_usable(config, tokenizer, plan)
 
     stages = objective.stages
-    uses_demos = any(s.uses_demos or s.rollout_prompts == "demo" for s in stages)
-    uses_rl = any(s.rollout_prompts == "rl" for s in stages)
-    seed = config.data.shuffle_seed
-    demo_stream = RecordStream(read_demonstrations(config.data.demo_file), seed, config.data.demo_file) if uses_demos else None
-    rl_stream = RecordStream(read_rl_prompts(config.data.rl_prompt_file), seed + 1, config.data.rl_prompt_file) if uses_rl else None
-
-    chunks = build_policy(config, arch, hf_dir)
+    # A resume overwrites every weight: skip reading the initial ones (minutes at 32B).
+    fresh = not plan.resuming
+    chunks = build_policy(config, arch, hf_dir, load_weights=fresh)
     optimizer, lr_schedule = build_optimizer(chunks, optimizer_settings(config), total_steps=config.train.steps)
     reference = build_policy(config, arch, hf_dir, frozen=True) if any(s.beta > 0 for s in stages) else None
     rt = Runtime(
         config=config, objective=objective, arch=arch, tokenizer=tokenizer, chunks=chunks,
         optimizer=optimizer, lr_schedule=lr_schedule, dp_rank=parallel_state.get_data_parallel_rank(),
-        dp_size=dp_size, demo_stream=demo_stream, rl_stream=rl_stream, reference_chunks=reference,
-        discriminator=_discriminator(config, any(s.uses_discriminator for s in stages), tokenizer),
+        dp_size=dp_size, demo_stream=plan.demo_stream, rl_stream=plan.rl_stream, reference_chunks=reference,
+        discriminator=_discriminator(config, any(s.uses_discriminator for s in stages), tokenizer, load_weights=fresh),
     )
-    _resume(rt)
+    resume.restore(rt, plan.resume_from)
     if any(s.uses_rollouts for s in stages):
         _start_engine(rt, hf_dir)
     return rt
+
+
+def _check_usable(config: RunConfig, tokenizer, plan: preflight.Plan) -> None:
+    """DataError now, not at the first step, when every record is over the length limits."""
+    d = config.data
+    counter = OverlongCounter()
+    if plan.demo_stream is not None:
+        streams.check_usable(plan.demo_stream, lambda r: streams.encode_demonstration(
+            tokenizer, r, d.max_prompt_tokens, d.max_response_tokens, d.overlong, counter),
+            f"data.max_prompt_tokens={d.max_prompt_tokens} or data.max_response_tokens={d.max_response_tokens}")
+    if plan.rl_stream is not None:
+        streams.check_usable(plan.rl_stream, lambda r: streams.encode_rl_prompt(
+            tokenizer, r, d.max_prompt_tokens, d.overlong, counter), f"data.max_prompt_tokens={d.max_prompt_tokens}")
 
 
 def _start_engine(rt: Runtime, hf_dir: Path) -> None:
@@ -234,70 +265,12 @@ def _start_engine(rt: Runtime, hf_dir: Path) -> None:
     from megatron_uniapl.rollout.vllm_engine import VLLMEngine
 
     check_engine_layout(rt.config.rollout.engine.tensor_parallel_size)
-    # The engine starts from the HF weights (version -1 = "not the trainer's yet"): the first
-    # rollout always pushes the trainer's weights, after a resume too.
-    rt.engine = VLLMEngine(hf_dir, rt.config.rollout.engine, weight_version=-1)
+    # Version -1 = "not the trainer's yet": the first rollout always pushes the trainer's weights.
+    # After a resume the engine starts with placeholder weights, since that push replaces them all.
+    rt.engine = VLLMEngine(hf_dir, rt.config.rollout.engine, weight_version=-1, placeholder_weights=rt.step > 0)
     rt.weight_sync = MegatronWeightSync(rt.modules, rt.arch)
     rt.colocation = ColocationScheduler(
         rt.engine, megatron_train_state(rt.chunks, rt.optimizer), trainer_version=lambda: rt.step
-    )
-
-
-def _resume(rt: Runtime) -> None:
-    """Load the checkpoint `checkpoint.resume` asks for: auto (latest, if any), none, or a path."""
-    mode = rt.config.checkpoint.resume
-    if mode == "none":
-        if ckpt.complete_iterations(rt.config.checkpoint_dir):
-            raise ckpt.CheckpointError(
-                f"checkpoint.resume=none but {rt.config.checkpoint_dir} already holds checkpoints; "
-                f"use resume=auto to continue, or another logging.run_dir / checkpoint.dir"
-            )
-        return
-    path = ckpt.latest_checkpoint(rt.config.checkpoint_dir) if mode == "auto" else Path(mode)
-    if path is None:
-        return
-    state, common, marker = ckpt.load_checkpoint(path, ckpt.training_sharded_state(rt.chunks, rt.optimizer, is_loading=True))
-    if common["model_config"] != rt.arch.__dict__:
-        raise ckpt.CheckpointError(f"{path} was written for another model architecture than {rt.config.model.hf_dir}")
-    ckpt.apply_training_state(state, rt.chunks, rt.optimizer)
-    if isinstance(rt.discriminator, CoTrainable):
-        per_rank = ckpt.load_rank_state(path)
-        if per_rank is None or "discriminator" not in per_rank:
-            raise ckpt.CheckpointError(f"{path} holds no co-trained discriminator state for this rank")
-        rt.discriminator.load_state_dict(per_rank["discriminator"])
-    rt.lr_schedule.load_state_dict(common["scheduler"])
-    rt.step = common["step"]
-    rt.nonfinite_in_a_row = common["nonfinite_in_a_row"]
-    if rt.demo_stream and common["demo_stream"]:
-        rt.demo_stream.load_state_dict(common["demo_stream"])
-    if rt.rl_stream and common["rl_stream"]:
-        rt.rl_stream.load_state_dict(common["rl_stream"])
-    logger.info("resumed from %s at step %d", path, rt.step)
-
-
-def _model_files(rt: Runtime):
-    """Writes what makes a training checkpoint also a model checkpoint: the HF config and
-    tokenizer and `uniapl_model.json`, so `tools/convert_hf.py export --mcore-dir iter_XXXXXXX`
-    (and `tools/eval.py`) accept it directly."""
-    import json
-
-    from megatron_uniapl.convert import mcore_checkpoint as model_ckpt
-
-    def write(stage: Path) -> None:
-        hf_dir = Path(rt.config.model.hf_dir)
-        model_ckpt.write_model_files(stage, hf_dir, json.loads((hf_dir / "config.json").read_text()),
-                                     getattr(rt.modules[0], "uniapl_spec", "portable"), rt.config.model)
-
-    return write
-
-
-def save(rt: Runtime) -> None:
-    ckpt.save_checkpoint(
-        rt.config.checkpoint_dir, rt.step, ckpt.training_sharded_state(rt.chunks, rt.optimizer),
-        rt.common_state(), keep_last=rt.config.checkpoint.keep_last, meta={"run": rt.config.name},
-        write_extra=_model_files(rt),
-        # The co-trained discriminator is sharded like the policy (TP): each rank keeps its own.
-        per_rank={"discriminator": rt.discriminator.state_dict()} if isinstance(rt.discriminator, CoTrainable) else None,
     )
 
 

@@ -29,13 +29,7 @@ from megatron_uniapl.algorithm.scoring import (
     score_samples,
     score_with_discriminator,
 )
-from megatron_uniapl.config import (
-    ConfigError,
-    RunConfig,
-    load_config,
-    parse_args,
-    save_resolved,
-)
+from megatron_uniapl.config import RunConfig, load_config, parse_args, save_resolved
 from megatron_uniapl.config.objective import StepWeights
 from megatron_uniapl.data import stream
 from megatron_uniapl.data.packing import pack_samples
@@ -50,7 +44,10 @@ from megatron_uniapl.metrics.step import (
 )
 from megatron_uniapl.model.distributed import StepResult, train_step
 from megatron_uniapl.parallel import launch_nodes
+from megatron_uniapl.nonfinite import check_streak, count_step, save_unless_in_streak
+from megatron_uniapl.outcome import RunFailed
 from megatron_uniapl.runtime import Runtime, build_runtime, save, shutdown
+from megatron_uniapl.stop import StopRequest, StopRequested, stop_if_requested
 
 logger = logging.getLogger("megatron_uniapl.train")
 
@@ -104,14 +101,22 @@ def optimize(rt: Runtime, samples: list[Sample], weights: StepWeights) -> StepRe
     return result
 
 
-def train(config: RunConfig) -> list[dict]:
-    """Run (or resume) the configured training; returns the metrics of this invocation's steps."""
-    rt = build_runtime(config)
+def train(config: RunConfig, plan=None, stop_request: StopRequest | None = None) -> list[dict]:
+    """Run (or resume) the configured training; returns the metrics of this invocation's steps.
+    `plan`: the pre-flight result (`preflight.check_run`); `stop_request`: the signal catcher."""
+    from megatron_uniapl.checkpoint import CheckpointError, latest_checkpoint
+    from megatron_uniapl.data.jsonl import DataError
+
+    rt = build_runtime(config, plan)
+    if rank() == 0:  # only now: the file describes a run that started
+        save_resolved(config, config.logging.run_dir)
+    stop_request, saved_at = stop_request or StopRequest(), rt.step
     report = StepReporter(config, resume_step=rt.step)
     world = dist.get_world_size()
     nodes = launch_nodes(world)
     try:
         while rt.step < config.train.steps:
+            stop_if_requested(stop_request, rt, saved_at, save)
             start = time.perf_counter()
             stage, _ = rt.objective.stage_at(rt.step)
             weights = rt.objective.weights_at(rt.step)
@@ -128,16 +133,18 @@ def train(config: RunConfig) -> list[dict]:
             disc_metrics = cotrain_discriminator(rt.discriminator, rt.step, rollouts)
 
             rt.step += 1
-            rt.nonfinite_in_a_row = rt.nonfinite_in_a_row + 1 if result.skipped else 0
+            count_step(rt.loop, result.skipped, rt.chunks)
             outcome = StepOutcome(weights, demos, rollouts, result, time.perf_counter() - start,
                                   phase_metrics=rt.colocation.metrics if rollouts else {},
                                   disc_metrics=disc_metrics, has_discriminator=rt.discriminator is not None)
             report.report(rt.step, step_metrics(outcome, rt.arch, world, nodes))
-            if rt.nonfinite_in_a_row > config.train.max_nonfinite_steps:
-                raise FloatingPointError(f"{rt.nonfinite_in_a_row} steps in a row had non-finite gradients; stopping")
+            check_streak(rt.loop, config.train.max_nonfinite_steps, lambda: latest_checkpoint(config.checkpoint_dir))
             every = config.checkpoint.every  # 0 = only at the end
-            if config.checkpoint.enabled and ((every and rt.step % every == 0) or rt.step == config.train.steps):
-                save(rt)
+            due = (every and rt.step % every == 0) or rt.step == config.train.steps
+            if config.checkpoint.enabled and due and save_unless_in_streak(rt, save):
+                saved_at = rt.step
+    except (CheckpointError, DataError) as err:  # e.g. a save on a disk that filled up
+        raise RunFailed(str(err)) from None
     finally:
         report.close()
         if rt.overlong.skipped or rt.overlong.truncated:
@@ -147,27 +154,34 @@ def train(config: RunConfig) -> list[dict]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Exit status: 0 done, 2 bad input (nothing started), 1 a started run failed (named in one
+    line), 75 stopped on request after saving (`outcome.py`)."""
+    from megatron_uniapl import outcome, preflight
+    from megatron_uniapl.metrics.sinks import add_run_log
+
     setup_logging()
     recipe, overrides = parse_args(argv, "train with UniAPL")
-    try:
-        config = load_config(recipe, overrides)
-    except (ConfigError, FileNotFoundError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    if rank() == 0:
-        save_resolved(config, config.logging.run_dir)
-    from megatron_uniapl.checkpoint import CheckpointError
-    from megatron_uniapl.data.jsonl import DataError
-    from megatron_uniapl.device import DeviceError
-
-    try:
-        history = train(config)
-    except (DataError, FileNotFoundError, CheckpointError, ConfigError, DeviceError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    config, started = None, False
+    with StopRequest() as stop_request:
+        try:
+            config = load_config(recipe, overrides)
+            plan = preflight.check_run(config)
+            if preflight.is_complete(config, plan):
+                return outcome.report_complete(config, plan.resume_step, summarize)
+            add_run_log(config.logging.run_dir)
+            started = True
+            history = train(config, plan, stop_request)
+        except StopRequested as stopped:
+            return outcome.stopped(stopped)
+        except RunFailed as err:
+            return outcome.failed(config, err, 1, every_rank=True)
+        except outcome.user_errors() as err:
+            return outcome.failed(config, err, 2, every_rank=started)
+        except KeyboardInterrupt:
+            return outcome.interrupted()
     if rank() == 0:
         print(summarize(history))
-    return 0
+    return outcome.finished(config)
 
 
 if __name__ == "__main__":

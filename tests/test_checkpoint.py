@@ -54,16 +54,18 @@ def weights(ddp):
 def test_resume_is_bitwise(tiny_tied, tmp_path, megatron_world, distributed_optimizer):
     ddp, opt = build(tiny_tied, distributed_optimizer)
     step(ddp, opt, 0)
-    ckpt.save_checkpoint(tmp_path, 1, sharded(ddp, opt), {"step": 1, "data": {"cursor": 17}})
+    ckpt.save_checkpoint(tmp_path, 1, sharded(ddp, opt), {"step": 1, "data": {"cursor": 17}},
+                         {"rng": ckpt.RNGStreams().state_dict()})
     noise_a = step(ddp, opt, 1)
     after_a = weights(ddp)
 
     ddp2, opt2 = build(tiny_tied, distributed_optimizer)  # fresh: same init, no state
     torch.manual_seed(999)  # a different RNG position that resume must undo
     path = ckpt.latest_checkpoint(tmp_path)
-    state, common, marker = ckpt.load_checkpoint(path, sharded(ddp2, opt2, is_loading=True))
-    ckpt.apply_training_state(state, [ddp2], opt2)
-    assert common == {"step": 1, "data": {"cursor": 17}} and marker["step"] == 1
+    loaded = ckpt.load_checkpoint(path, sharded(ddp2, opt2, is_loading=True))
+    ckpt.apply_training_state(loaded.sharded, [ddp2], opt2)
+    ckpt.RNGStreams().load_state_dict(loaded.per_rank["rng"])
+    assert loaded.common == {"step": 1, "data": {"cursor": 17}} and loaded.marker["step"] == 1
     noise_b = step(ddp2, opt2, 1)
     assert noise_a == noise_b
     for name, tensor in weights(ddp2).items():
@@ -87,7 +89,7 @@ def test_latest_keep_last_and_crash_mid_save(tiny_tied, tmp_path, megatron_world
         raise KeyboardInterrupt("killed mid-save")
 
     monkeypatch.setattr(dist_checkpointing, "save", dying_save)
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(KeyboardInterrupt):  # not an Exception: it passes the agreement, as a kill would
         ckpt.save_checkpoint(tmp_path, 4, sharded(ddp, opt), {"step": 4}, keep_last=2)
     monkeypatch.setattr(dist_checkpointing, "save", real_save)
 
@@ -95,8 +97,8 @@ def test_latest_keep_last_and_crash_mid_save(tiny_tied, tmp_path, megatron_world
     assert ckpt.latest_checkpoint(tmp_path).name == "iter_0000003"
     assert list(tmp_path.glob("iter_0000004.partial-*"))
     ddp2, opt2 = build(tiny_tied, False)
-    _, common, _ = ckpt.load_checkpoint(ckpt.latest_checkpoint(tmp_path), sharded(ddp2, opt2, is_loading=True))
-    assert common == {"step": 3}
+    loaded = ckpt.load_checkpoint(ckpt.latest_checkpoint(tmp_path), sharded(ddp2, opt2, is_loading=True))
+    assert loaded.common == {"step": 3}
     # The next save cleans the leftover.
     ckpt.save_checkpoint(tmp_path, 4, sharded(ddp, opt), {"step": 4}, keep_last=2)
     assert not list(tmp_path.glob("*.partial-*"))
@@ -107,5 +109,5 @@ def test_stale_latest_falls_back_and_incomplete_is_refused(tmp_path):
     (tmp_path / "iter_0000005").mkdir()
     (tmp_path / "latest").write_text("iter_0000005\n")
     assert ckpt.latest_checkpoint(tmp_path) is None
-    with pytest.raises(ckpt.CheckpointError, match="not a complete checkpoint"):
+    with pytest.raises(ckpt.CheckpointError, match="not a complete training checkpoint"):
         ckpt.load_checkpoint(tmp_path / "iter_0000005", {})

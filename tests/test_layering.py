@@ -18,6 +18,8 @@ LAYERS = [
     ("rollout", "discriminator"),
     ("colocation", "algorithm", "eval"),
     ("checkpoint", "metrics", "teacher", "launch_check", "launcher"),
+    ("outcome", "preflight"),
+    ("stop", "nonfinite"),
     ("runtime",),
     ("train",),
     ("gpucheck",),

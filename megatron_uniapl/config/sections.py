@@ -14,7 +14,11 @@ checks and the cross-section ones, and raises `ConfigError` with the field path.
 
 from __future__ import annotations
 
+import dataclasses
+import json
+import math
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Literal
 
 from megatron_uniapl.config.discriminator import (
@@ -247,6 +251,7 @@ class RunConfig:
         """Check every section and their agreement; raise ConfigError naming the field. Returns self."""
         if self.model.hf_dir is None:
             raise ConfigError("model.hf_dir is not set; the architecture is read from its config.json")
+        check_finite(self)
         for name in ("model", "rollout", "discriminator", "reward", "data", "optimizer", "train",
                      "checkpoint", "logging", "plan"):
             _checked(name, getattr(self, name).validate)
@@ -297,7 +302,8 @@ class RunConfig:
             raise ConfigError(str(err)) from err
 
     def check_world(self, world_size: int) -> int:
-        """The data-parallel size for `world_size` ranks; ConfigError when the layout does not divide it."""
+        """The data-parallel size for `world_size` ranks; ConfigError when the layout does not
+        divide the world, or (when `model.hf_dir` holds a config.json) the model's heads/layers."""
         mp = self.model.model_parallel_size
         if world_size % mp:
             raise ConfigError(
@@ -308,7 +314,64 @@ class RunConfig:
         vllm_tp = self.rollout.engine.tensor_parallel_size
         if world_size % vllm_tp:
             raise ConfigError(f"{world_size} ranks are not divisible by rollout.engine.tensor_parallel_size={vllm_tp}")
+        hf_config = read_model_config(self.model.hf_dir)
+        if hf_config is not None:
+            check_model_layout(self, hf_config, f"{self.model.hf_dir}/config.json")
         return dp
+
+
+def read_model_config(hf_dir: str | None) -> dict | None:
+    """`<hf_dir>/config.json` as plain data, or None when there is none (yet)."""
+    if not hf_dir:
+        return None
+    path = Path(hf_dir) / "config.json"
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ConfigError(f"{path}: not readable JSON ({err})") from None
+    return data if isinstance(data, dict) else None
+
+
+def check_model_layout(config: RunConfig, hf_config: dict, where: str) -> None:
+    """ConfigError when the parallel layout cannot split this model: Megatron splits attention
+    heads, key/value heads and the MLP width over tensor parallelism, and layers over pipeline
+    stages (times virtual stages); vLLM splits query heads over its own TP."""
+    m = config.model
+    sizes = {name: hf_config.get(key) for name, key in (
+        ("attention heads", "num_attention_heads"), ("key/value heads", "num_key_value_heads"),
+        ("MLP width", "intermediate_size"), ("layers", "num_hidden_layers"))}
+    if not all(isinstance(v, int) and v > 0 for v in sizes.values()):
+        return  # not a config this check understands; the model loader reports it
+    for what in ("attention heads", "key/value heads", "MLP width"):
+        if sizes[what] % m.tensor_parallel:
+            raise ConfigError(f"model.tensor_parallel={m.tensor_parallel} does not divide the model's "
+                              f"{sizes[what]} {what} ({where})")
+    stages = m.pipeline_parallel * (m.virtual_pipeline_stages or 1)
+    if sizes["layers"] % stages:
+        raise ConfigError(f"model.pipeline_parallel x virtual_pipeline_stages = {stages} does not divide the "
+                          f"model's {sizes['layers']} layers ({where})")
+    vllm_tp = config.rollout.engine.tensor_parallel_size
+    if sizes["attention heads"] % vllm_tp:
+        raise ConfigError(f"rollout.engine.tensor_parallel_size={vllm_tp} does not divide the model's "
+                          f"{sizes['attention heads']} attention heads ({where})")
+
+
+def check_finite(obj, path: str = "") -> None:
+    """ConfigError naming the first float field that is NaN or infinite (no comparison catches
+    NaN: `lr <= 0` is False for it, so every range check would let it through)."""
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        for f in dataclasses.fields(obj):
+            check_finite(getattr(obj, f.name), f"{path}.{f.name}" if path else f.name)
+    elif isinstance(obj, (list, tuple)):
+        for i, item in enumerate(obj):
+            check_finite(item, f"{path}.{i}")
+    elif isinstance(obj, dict):
+        for key, item in obj.items():
+            check_finite(item, f"{path}.{key}")
+    elif isinstance(obj, float) and not math.isfinite(obj):
+        raise ConfigError(f"{path}: must be a finite number, got {obj}")
 
 
 VARIANT_CHOICES = (*VARIANTS, "custom")

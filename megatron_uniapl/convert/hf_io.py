@@ -28,6 +28,35 @@ class CheckpointMismatchError(ValueError):
     """A checkpoint's tensors do not match the architecture (missing, extra or misshapen)."""
 
 
+def _read_index(index: Path) -> dict[str, str]:
+    try:
+        weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as err:
+        raise CheckpointMismatchError(f"{index}: not a safetensors index ({type(err).__name__}: {err})") from None
+    if not isinstance(weight_map, dict) or not all(isinstance(v, str) for v in weight_map.values()):
+        raise CheckpointMismatchError(f"{index}: weight_map must map tensor names to file names")
+    return weight_map
+
+
+def _open_safetensors(path: Path):
+    """`safe_open` with errors that name the file (safetensors checks the header against the
+    file's size, so a truncated or garbled file fails here, before any tensor is read)."""
+    if not path.is_file():
+        raise CheckpointMismatchError(f"{path}: missing (named by {INDEX_NAME})")
+    try:
+        return safe_open(str(path), framework="pt")
+    except Exception as err:  # SafetensorError (a Rust exception type), OSError
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise CheckpointMismatchError(f"{path}: not a readable safetensors file ({first}); the file is "
+                                      f"truncated or corrupt: copy or download it again") from None
+
+
+def check_safetensors(hf_dir: str | Path) -> None:
+    """CheckpointMismatchError naming the first unreadable weight file of `hf_dir`."""
+    with HFCheckpointReader(hf_dir):
+        pass
+
+
 class HFCheckpointReader:
     """Lazy access to the tensors of a Hugging Face safetensors checkpoint directory."""
 
@@ -35,7 +64,7 @@ class HFCheckpointReader:
         self.dir = Path(hf_dir)
         index = self.dir / INDEX_NAME
         if index.is_file():
-            weight_map = json.loads(index.read_text())["weight_map"]
+            weight_map = _read_index(index)
         elif (self.dir / SINGLE_NAME).is_file():
             weight_map = None
         else:
@@ -45,7 +74,7 @@ class HFCheckpointReader:
         self.location: dict[str, str] = {}
         files = sorted(set(weight_map.values())) if weight_map else [SINGLE_NAME]
         for name in files:
-            handle = self._stack.enter_context(safe_open(str(self.dir / name), framework="pt"))
+            handle = self._stack.enter_context(_open_safetensors(self.dir / name))
             self._files[name] = handle
             for key in handle.keys():
                 self.location[key] = name

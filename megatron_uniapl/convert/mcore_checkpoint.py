@@ -69,11 +69,38 @@ class ModelCheckpointMeta:
         if not path.is_file():
             hint = " (an interrupted write leaves a *.partial-* directory beside it)" if Path(mcore_dir).exists() else ""
             raise IncompleteCheckpointError(f"{mcore_dir}: no {META_NAME}; not a complete checkpoint{hint}")
-        data = json.loads(path.read_text())
-        if data.get("format") != FORMAT:
-            raise IncompleteCheckpointError(f"{path}: format {data.get('format')!r}, expected {FORMAT!r}")
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+            raise IncompleteCheckpointError(f"{path}: unreadable ({err})") from None
+        if not isinstance(data, dict) or data.get("format") != FORMAT:
+            found = data.get("format") if isinstance(data, dict) else None
+            raise IncompleteCheckpointError(f"{path}: format {found!r}, expected {FORMAT!r}")
         data.pop("format")
-        return cls(**data)
+        try:
+            return cls(**data)
+        except TypeError as err:
+            raise IncompleteCheckpointError(f"{path}: unexpected fields ({err})") from None
+
+
+def check_complete(mcore_dir: str | Path) -> ModelCheckpointMeta:
+    """The checkpoint's metadata, after checking that every file it needs is there and readable:
+    the HF config, the tokenizer when the metadata says it has one, and the weights (their index,
+    every file long enough, non-tensor items plain data). IncompleteCheckpointError otherwise."""
+    from megatron_uniapl.convert.dcp_check import WeightsCheckError, check_weights_dir
+
+    meta = ModelCheckpointMeta.read(mcore_dir)
+    mcore_dir = Path(mcore_dir)
+    needed = ["hf/config.json"] + (["hf/tokenizer.json"] if meta.has_tokenizer else [])
+    for name in needed:
+        if not (mcore_dir / name).is_file():
+            raise IncompleteCheckpointError(f"{mcore_dir / name}: missing; {mcore_dir} is not a complete "
+                                            f"checkpoint (an interrupted copy or deletion?)")
+    try:
+        check_weights_dir(mcore_dir / "weights")
+    except WeightsCheckError as err:
+        raise IncompleteCheckpointError(f"{err}; {mcore_dir} is not a usable checkpoint") from None
+    return meta
 
 
 def is_checkpoint(path: str | Path) -> bool:
@@ -151,6 +178,9 @@ def load_model_weights(model_chunks: list[torch.nn.Module], weights_dir: Path) -
     """Collective: every rank reads its shards (at its own TP/PP layout) from `weights_dir`."""
     from megatron.core import dist_checkpointing
 
+    from megatron_uniapl.convert.dcp_check import check_weights_dir
+
+    check_weights_dir(weights_dir)  # refuses what PyTorch would unpickle unchecked
     sharded = _sharded_state_dict(model_chunks)
     state = dist_checkpointing.load(sharded, str(weights_dir))
     # A training checkpoint also holds optimizer state (returned among the common objects):

@@ -84,7 +84,7 @@ def cmd_import(args) -> int:
 def cmd_export(args) -> int:
     from megatron_uniapl.convert.workers import export_worker
 
-    meta = ckpt.ModelCheckpointMeta.read(args.mcore_dir)
+    meta = ckpt.check_complete(args.mcore_dir)
     parse_qwen3_config(meta.hf_config, where=f"{args.mcore_dir}/{ckpt.META_NAME}")
     ckpt.check_output_dir(args.out_dir, args.overwrite)
     options = _options(args, meta.dtype)
@@ -106,7 +106,7 @@ def cmd_verify(args) -> int:
     from megatron_uniapl.convert.workers import verify_worker
 
     arch, _ = check_hf_dir(args.hf_dir)
-    meta = ckpt.ModelCheckpointMeta.read(args.mcore_dir)
+    meta = ckpt.check_complete(args.mcore_dir)
     if parse_qwen3_config(meta.hf_config) != arch:
         raise ValueError(f"{args.mcore_dir} holds a different architecture than {args.hf_dir}/config.json")
     generator = torch.Generator().manual_seed(args.seed)

@@ -26,6 +26,15 @@ def loads_line(line: str, where: str) -> Any:
         raise DataError(f"{where}: invalid JSON: {e.msg} at column {e.colno}") from None
 
 
+def decode_line(raw: bytes, where: str) -> str:
+    """One line as text; DataError naming `where` and the column when it is not UTF-8."""
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise DataError(f"{where}: not UTF-8 text (byte 0x{raw[e.start]:02x} at column {e.start + 1}); "
+                        f"JSONL files must be UTF-8") from None
+
+
 def iter_jsonl(path: str | Path) -> Iterator[tuple[str, dict[str, Any]]]:
     """Yield `(where, record)` per non-blank line, `where` being `path:line`.
 
@@ -34,11 +43,12 @@ def iter_jsonl(path: str | Path) -> Iterator[tuple[str, dict[str, Any]]]:
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: no such file")
-    with path.open(encoding="utf-8") as f:
-        for number, line in enumerate(f, start=1):
+    with path.open("rb") as f:
+        for number, raw in enumerate(f, start=1):
+            where = f"{path}:{number}"
+            line = decode_line(raw, where)
             if not line.strip():
                 continue
-            where = f"{path}:{number}"
             record = loads_line(line, where)
             if not isinstance(record, dict):
                 raise DataError(f"{where}: expected a JSON object, got {type(record).__name__}")

@@ -154,13 +154,16 @@ def _key(record: dict[str, Any], where: str) -> int | str | None:
     return key
 
 
-def parse_rl_prompt(record: dict[str, Any], where: str) -> RLPrompt:
-    """Validate one RL prompt record; `kwargs` may be omitted when no constraint has any."""
+def parse_rl_prompt(record: dict[str, Any], where: str, require_reference: str | None = None) -> RLPrompt:
+    """Validate one RL prompt record; `kwargs` may be omitted when no constraint has any.
+    `require_reference`: why a `reference_response` is required (None: it is optional)."""
     check_fields(record, where, ("prompt", "instruction_id_list"),
                  ("kwargs", "reference_response", "key"))
     reference = record.get("reference_response")
     if reference is not None:
         reference = expect_str(record, "reference_response", where)
+    elif require_reference:
+        raise DataError(f"{where}: reference_response: missing; {require_reference}")
     ids, kwargs, constraints = _constraints(record, where)
     return RLPrompt(expect_str(record, "prompt", where), ids, kwargs, constraints, reference,
                     _key(record, where))
@@ -181,9 +184,10 @@ def read_demonstrations(path: str | Path) -> list[Demonstration]:
     return read_jsonl(path, parse_demonstration)
 
 
-def read_rl_prompts(path: str | Path) -> list[RLPrompt]:
-    """All RL prompts of a JSONL file."""
-    return read_jsonl(path, parse_rl_prompt)
+def read_rl_prompts(path: str | Path, require_reference: str | None = None) -> list[RLPrompt]:
+    """All RL prompts of a JSONL file; with `require_reference` (the reason), each must have a
+    `reference_response`."""
+    return read_jsonl(path, lambda record, where: parse_rl_prompt(record, where, require_reference))
 
 
 def read_eval_set(path: str | Path) -> list[EvalPrompt]:

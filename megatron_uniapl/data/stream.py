@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
+from megatron_uniapl.data.jsonl import DataError
 from megatron_uniapl.data.sample import Sample, SampleKind
 from megatron_uniapl.data.schemas import Demonstration, RLPrompt
 from megatron_uniapl.tokenizer import Tokenizer
@@ -122,13 +123,25 @@ def encode_rl_prompt(tok: Tokenizer, prompt: RLPrompt, max_prompt: int, overlong
     return EncodedPrompt(ids, prompt.prompt, prompt.reference_response, list(prompt.constraints))
 
 
+def check_usable(stream: RecordStream, encode, limits: str) -> None:
+    """DataError at start-up when no record of `stream` encodes (with data.overlong=skip, every
+    one is over a length limit): it would otherwise be found at the first step that draws one.
+    Scans in file order and stops at the first usable record, so a usable file costs one encode.
+    `limits`: the settings to name in the message."""
+    for record in stream.records:
+        if encode(record) is not None:
+            return
+    raise DataError(f"{stream.name}: all {len(stream.records)} records are longer than {limits} and "
+                    f"data.overlong=skip skips them; raise the limits or use data.overlong=truncate")
+
+
 def take_usable(stream: RecordStream, n: int, encode, max_tries_factor: int = 20) -> list:
     """Draw records until `n` of them encode (the others are overlong and skipped)."""
     out, tries = [], 0
     while len(out) < n:
         tries += 1
         if tries > max_tries_factor * max(n, 1) + len(stream.records):
-            raise ValueError(f"{stream.name}: almost every record is skipped as overlong; raise the limits")
+            raise DataError(f"{stream.name}: almost every record is skipped as overlong; raise the limits")
         encoded = encode(stream.take(1)[0])
         if encoded is not None:
             out.append(encoded)

@@ -129,9 +129,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--bins", type=int, default=40)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    model_errors: tuple = ()
+    if args.model is not None:
+        from megatron_uniapl.convert.hf_io import CheckpointMismatchError
+
+        model_errors = (CheckpointMismatchError, FileNotFoundError)
     try:
         report = analyze(AnalyzeConfig(args.policy, args.expert, args.out, args.model, args.bins))
-    except DataError as e:
+    except (DataError, *model_errors) as e:
         print(f"analyze: {e}")
         return 2
     length = report["length"]

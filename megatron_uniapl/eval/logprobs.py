@@ -38,6 +38,9 @@ class LogProbScorer:
         import torch
         from transformers import AutoModelForCausalLM
 
+        from megatron_uniapl.convert.hf_io import check_safetensors
+
+        check_safetensors(model_dir)  # names a truncated or corrupt weight file
         self.tokenizer = load_tokenizer(model_dir)
         self.model = AutoModelForCausalLM.from_pretrained(str(model_dir),
                                                           dtype=getattr(torch, dtype))

@@ -22,15 +22,15 @@ class StepReporter:
         log = config.logging
         self.sink = MetricsLogger(log.run_dir, resume_step=resume_step, config={"name": config.name},
                                   wandb={"mode": log.wandb_mode, "project": log.wandb_project,
-                                         "entity": log.wandb_entity, "name": config.name})
+                                         "entity": log.wandb_entity, "name": config.name},
+                                  log_every=log.log_every, last_step=config.train.steps)
         self.progress = Progress(config.train.steps, initial=resume_step, enabled=log.progress_bar)
         self.history: list[dict] = []
 
     def report(self, step: int, metrics: dict) -> None:
         """Record one finished step (`step` counts finished optimizer steps, from 1)."""
         self.history.append({"step": step, **metrics})
-        if step % self.config.logging.log_every == 0 or step == self.config.train.steps:
-            self.sink.log(step, metrics)
+        self.sink.log(step, metrics)  # every step to the record; the sink thins console and wandb
         self.progress.update({k: metrics[k] for k in BAR_KEYS if metrics.get(k) is not None})
 
     def close(self) -> None:

@@ -1,7 +1,8 @@
 """Rank-0 logging, the metrics sinks (JSONL always, wandb when configured) and a progress bar.
 
 Every step's metrics are one JSON object per line in `<run_dir>/metrics.jsonl`, written and
-flushed by rank 0 whatever else is configured: that file is the record a user can trust and
+flushed by rank 0 at every step whatever else is configured (`logging.log_every` only thins the
+console lines and wandb): that file is the record a user can trust and
 the input of `tools/scaling_report.py`. wandb is optional; without an API key it runs offline and
 never prompts. Metric names are namespaced (`loss/sft`, `reward/task_mean`, `time/generate_s`).
 """
@@ -25,17 +26,62 @@ def rank() -> int:
     return dist.get_rank() if dist.is_initialized() else int(os.environ.get("RANK", "0"))
 
 
+PROJECT_LOGGERS = ("megatron_uniapl", "__main__")
+"""Loggers whose INFO lines the console shows; others show from ERROR (all go to the log file)."""
+RUN_LOG = "train.log"
+"""Everything logged at INFO and above, by every library, in the run directory (rank 0)."""
+
+
+class _ConsoleFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.ERROR or record.name.startswith(PROJECT_LOGGERS)
+
+
+class _ConsoleHandler(logging.StreamHandler):
+    """Writes above an active progress bar instead of through it."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            from tqdm import tqdm
+
+            tqdm.write(self.format(record), file=self.stream)
+        except Exception:  # noqa: BLE001 - logging must never raise
+            self.handleError(record)
+
+
 def setup_logging(debug: bool = False) -> None:
-    """INFO on rank 0; WARNING elsewhere unless `debug` (then every rank, tagged)."""
+    """Console: the project's INFO lines on rank 0 (WARNING elsewhere) and other libraries'
+    errors; `debug`: everything on every rank, tagged. `add_run_log` adds the full log file."""
     r = rank()
-    level = logging.DEBUG if debug else (logging.INFO if r == 0 else logging.WARNING)
-    logging.basicConfig(
-        level=level, stream=sys.stderr, force=True,
-        format=f"%(asctime)s [rank{r}] %(name)s: %(message)s" if debug or r else "%(asctime)s %(name)s: %(message)s",
-    )
-    # Third-party libraries stay quiet unless debugging.
-    for noisy in ("megatron", "torch.distributed", "vllm", "transformers", "urllib3"):
-        logging.getLogger(noisy).setLevel(logging.DEBUG if debug else logging.WARNING)
+    fmt = f"%(asctime)s [rank{r}] %(name)s: %(message)s" if debug or r else "%(asctime)s %(name)s: %(message)s"
+    console = _ConsoleHandler(sys.stderr)
+    console.setFormatter(logging.Formatter(fmt))
+    console.setLevel(logging.DEBUG if debug else (logging.INFO if r == 0 else logging.WARNING))
+    if not debug:
+        console.addFilter(_ConsoleFilter())
+    logging.basicConfig(level=logging.DEBUG if debug else logging.INFO, handlers=[console], force=True)
+    logging.captureWarnings(True)  # library deprecation notices go to the log file, not the console
+    # vLLM configures its own stdout handler unless told not to; then its lines reach ours.
+    os.environ.setdefault("VLLM_CONFIGURE_LOGGING", "0")
+    # Their INFO lines reach the log file only (the console filter drops them). torch and
+    # transformers print through handlers of their own, so they stay at WARNING.
+    for name, level in (("megatron", logging.INFO), ("vllm", logging.INFO), ("py.warnings", logging.INFO),
+                        ("torch.distributed", logging.WARNING), ("transformers", logging.WARNING),
+                        ("urllib3", logging.WARNING)):
+        logging.getLogger(name).setLevel(logging.DEBUG if debug else level)
+
+
+def add_run_log(run_dir: str | Path) -> Path | None:
+    """Rank 0: append every log line (all libraries) to `<run_dir>/train.log`."""
+    if rank() != 0:
+        return None
+    path = Path(run_dir) / RUN_LOG
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(path, encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.setLevel(logging.INFO)
+    logging.getLogger().addHandler(handler)
+    return path
 
 
 def wandb_mode(requested: str | None) -> str | None:
@@ -87,17 +133,38 @@ def truncate_metrics(path: str | Path, last_step: int) -> int:
     return dropped
 
 
-class MetricsLogger:
-    """Writes one JSON object per step (rank 0) and mirrors it to wandb when enabled."""
+def set_aside_record(path: Path) -> Path | None:
+    """Rename an existing record out of the way of a fresh start (nothing is deleted)."""
+    if not path.is_file() or path.stat().st_size == 0:
+        return None
+    aside = path.with_name(f"{path.name}.before-{time.strftime('%Y%m%d-%H%M%S')}")
+    os.replace(path, aside)
+    return aside
 
-    def __init__(self, run_dir: str | Path, wandb: dict | None = None, config: dict | None = None, resume_step: int | None = None):
+
+class MetricsLogger:
+    """Writes one JSON object per step to `metrics.jsonl` (rank 0, every step); mirrors every
+    `log_every`-th step to wandb (when enabled) and to a console line."""
+
+    CONSOLE_KEYS = ("loss/total", "loss/sft", "reward/task_mean", "disc/score_mean", "optim/grad_norm",
+                    "time/step_s")
+
+    def __init__(self, run_dir: str | Path, wandb: dict | None = None, config: dict | None = None,
+                 resume_step: int | None = None, log_every: int = 1, last_step: int | None = None):
         self.enabled = rank() == 0
         self.path = Path(run_dir) / "metrics.jsonl"
+        self.log_every = log_every
+        self.last_step = last_step
         self._wandb = None
         if not self.enabled:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        if resume_step is not None:
+        if resume_step == 0:
+            aside = set_aside_record(self.path)
+            if aside is not None:
+                logger.warning("starting at step 0, but %s already held a record of steps: kept as %s",
+                               self.path, aside.name)
+        elif resume_step is not None:
             removed = truncate_metrics(self.path, resume_step)
             if removed:
                 logger.info("removed %d metric rows written after step %d (not checkpointed)", removed, resume_step)
@@ -119,8 +186,12 @@ class MetricsLogger:
         row = {"step": step, "time": time.time(), **{k: _jsonable(v) for k, v in metrics.items()}}
         self._file.write(json.dumps(row) + "\n")
         self._file.flush()
+        if step % self.log_every and step != self.last_step:
+            return
         if self._wandb is not None:
             self._wandb.log({k: v for k, v in row.items() if isinstance(v, (int, float))}, step=step)
+        shown = " ".join(f"{k}={row[k]:.4g}" for k in self.CONSOLE_KEYS if isinstance(row.get(k), (int, float)))
+        logger.info("step %d: %s", step, shown)
 
     def close(self) -> None:
         if not self.enabled:
@@ -128,6 +199,21 @@ class MetricsLogger:
         self._file.close()
         if self._wandb is not None:
             self._wandb.finish()
+
+
+def read_record(run_dir: str | Path) -> list[dict]:
+    """The rows of `<run_dir>/metrics.jsonl` (a partial last line is skipped)."""
+    path = Path(run_dir) / "metrics.jsonl"
+    rows = []
+    if path.is_file():
+        for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(row, dict) and isinstance(row.get("step"), int):
+                rows.append(row)
+    return rows
 
 
 class Progress:

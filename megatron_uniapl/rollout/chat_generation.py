@@ -118,6 +118,12 @@ def start_engine(model_dir: str | Path, options: ServeOptions):
             f"{model_dir}: no config.json (expected a Hugging Face model directory or a "
             "Megatron checkpoint directory with uniapl_model.json)"
         )
+    from megatron_uniapl.convert.hf_io import CheckpointMismatchError, check_safetensors
+
+    try:
+        check_safetensors(model_dir)
+    except (CheckpointMismatchError, FileNotFoundError) as err:
+        raise ServeError(str(err)) from None
     join_world(options)
     from vllm.platforms import current_platform
 

@@ -101,9 +101,16 @@ class VLLMEngine:
     """
 
     def __init__(
-        self, model_dir: str | Path, config: VLLMEngineConfig | None = None, weight_version: int = 0
+        self, model_dir: str | Path, config: VLLMEngineConfig | None = None, weight_version: int = 0,
+        placeholder_weights: bool = False,
     ) -> None:
         global _live_engine
+        # placeholder_weights: start with random weights (vLLM's "dummy" format) instead of
+        # reading `model_dir`'s, for an engine that receives all weights from the trainer before
+        # it first generates (a resumed run: minutes saved at 32B). Requires weight_version < 0.
+        if placeholder_weights and weight_version >= 0:
+            raise ValueError("placeholder_weights needs weight_version < 0 (weights must be pushed first)")
+        self._load_format = "dummy" if placeholder_weights else "auto"
         self.config = config or VLLMEngineConfig()
         self.config.validate()
         self.model_dir = Path(model_dir)
@@ -153,6 +160,7 @@ class VLLMEngine:
             gpu_memory_utilization=cfg.gpu_memory_utilization,
             kv_cache_memory_bytes=cfg.kv_cache_memory_bytes,
             logprobs_mode=cfg.logprobs_mode,
+            load_format=self._load_format,
             worker_extension_cls=_WORKER_EXTENSION,
         )
         if cfg.distributed_executor_backend is not None:

@@ -16,7 +16,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from megatron_uniapl.data.jsonl import DataError, loads_line
+from megatron_uniapl.data.jsonl import DataError, decode_line, loads_line
 
 logger = logging.getLogger(__name__)
 
@@ -59,11 +59,12 @@ def read_keys(path: Path, field: str) -> dict[str, dict[str, Any]]:
     records: dict[str, dict[str, Any]] = {}
     if not path.is_file():
         return records
-    lines = path.read_text(encoding="utf-8").split("\n")
-    for number, line in enumerate(lines[:-1], start=1):  # lines[-1]: after the last newline
+    lines = path.read_bytes().split(b"\n")
+    for number, raw in enumerate(lines[:-1], start=1):  # lines[-1]: after the last newline
+        where = f"{path}:{number}"
+        line = decode_line(raw, where)
         if not line.strip():
             continue
-        where = f"{path}:{number}"
         record = loads_line(line, where)
         key = record.get(field) if isinstance(record, dict) else None
         if not isinstance(key, str):
