@@ -2,8 +2,8 @@
 
 A step is non-finite when its gradients are (the update was then skipped on every rank) or when
 the weights are after the update: a huge learning rate gives finite gradients and weights that
-overflow in the next forward. The weight check sums the squares of every local parameter in
-float32, which is infinite as soon as one weight passes ~1e19 (or is itself NaN/inf).
+overflow in the next forward. The weight check sums the squared float32 norms of the local
+parameters, which is infinite as soon as one weight passes ~1e19 (or is itself NaN/inf).
 
 During a streak of non-finite steps no checkpoint is published (the retained checkpoints would
 otherwise hold blown-up weights); after `train.max_nonfinite_steps` in a row the run stops with
@@ -50,16 +50,16 @@ class LoopState:
 
 def weights_finite(model_chunks: list) -> bool:
     """Collective: whether every rank's parameters are finite and their squares sum to a finite
-    float32 (a weight beyond ~1e19 fails this too)."""
+    float32 (a weight beyond ~1e19 fails this too). One reduction per parameter on its device,
+    without a float32 copy of it, and one host sync."""
     total = torch.zeros((), dtype=torch.float32)
     with torch.no_grad():
         for chunk in model_chunks:
             for p in chunk.parameters():
-                total = total + p.detach().float().pow(2).sum().cpu()
-    bad = torch.tensor([0.0 if torch.isfinite(total) else 1.0])
+                norm = torch.linalg.vector_norm(p.detach(), dtype=torch.float32)
+                total = total.to(norm.device) + norm * norm
+    bad = (~torch.isfinite(total)).to(torch.float32).reshape(1)
     if dist.is_initialized() and dist.get_world_size() > 1:
-        if dist.get_backend() == "nccl":
-            bad = bad.cuda()
         dist.all_reduce(bad, op=dist.ReduceOp.MAX)
     return bad.item() == 0.0
 

@@ -15,7 +15,7 @@ import torch.distributed as dist
 
 from megatron_uniapl import parallel, preflight
 from megatron_uniapl.checkpoint import resume
-from megatron_uniapl.checkpoint.resume import save
+from megatron_uniapl.checkpoint.resume import save  # noqa: F401 - the loop saves through runtime
 from megatron_uniapl.checkpoint.state import RNGStreams, Stateful
 from megatron_uniapl.config.objective import ObjectiveConfig
 from megatron_uniapl.config.sections import RunConfig

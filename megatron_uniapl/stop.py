@@ -43,6 +43,7 @@ class StopRequest:
         self.stop_file = Path(stop_file) if stop_file else (
             Path(os.environ[STOP_FILE_ENV]) if os.environ.get(STOP_FILE_ENV) else None)
         self.received: str | None = None
+        self.stopping = False
         self._previous: dict = {}
 
     def __enter__(self) -> StopRequest:
@@ -52,7 +53,10 @@ class StopRequest:
 
     def __exit__(self, *exc) -> None:
         for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
+            # After a stop the process is on its way out with status 75: a launcher's SIGTERM
+            # to the ranks still shutting down (torchrun sends one when the first rank exits)
+            # must not turn their clean exit into a kill.
+            signal.signal(sig, signal.SIG_IGN if self.stopping else handler)
         self._previous.clear()
 
     def _handle(self, signum: int, frame) -> None:
@@ -104,6 +108,7 @@ def stop_if_requested(request: StopRequest, rt, saved_at: int, save) -> None:
         what = f"step {rt.step} was already saved"
     message = (f"stopped on request ({reason}) at step {rt.step} of {rt.config.train.steps}: {what}; "
                f"run the same command again to resume")
+    request.stopping = True
     newest = latest_checkpoint(rt.config.checkpoint_dir)
     write_status(rt.config.logging.run_dir, "stopped", STOP_EXIT_CODE, rt.step, newest.name if newest else None,
                  message)

@@ -46,3 +46,27 @@ def test_wandb_offline_run_writes_locally(tmp_path, monkeypatch):
     m.log(1, {"loss/sft": 0.5})
     m.close()
     assert list((tmp_path / "wandb").glob("offline-run-*"))
+
+
+def test_every_step_is_recorded_and_log_every_thins_only_the_console(tmp_path, caplog):
+    import logging
+
+    m = MetricsLogger(tmp_path, log_every=5, last_step=7)
+    with caplog.at_level(logging.INFO, logger="megatron_uniapl.metrics.sinks"):
+        for step in range(1, 8):
+            m.log(step, {"loss/total": 1.0 / step})
+    m.close()
+    assert [json.loads(line)["step"] for line in (tmp_path / "metrics.jsonl").read_text().splitlines()] == list(range(1, 8))
+    shown = [r.getMessage().split(":")[0] for r in caplog.records if r.getMessage().startswith("step ")]
+    assert shown == ["step 5", "step 7"]  # every log_every-th step, and the last
+
+
+def test_a_fresh_start_keeps_an_earlier_record(tmp_path):
+    path = tmp_path / "metrics.jsonl"
+    path.write_text('{"step": 1}\n{"step": 2}\n')
+    m = MetricsLogger(tmp_path, resume_step=0)
+    m.log(1, {"x": 1.0})
+    m.close()
+    [aside] = tmp_path.glob("metrics.jsonl.before-*")
+    assert aside.read_text() == '{"step": 1}\n{"step": 2}\n'
+    assert [json.loads(line)["step"] for line in path.read_text().splitlines()] == [1]

@@ -36,6 +36,7 @@ from megatron_uniapl.checkpoint.state import (
     write_tensors,
 )
 from megatron_uniapl.checkpoint.storage import write_failure
+from megatron_uniapl.checkpoint.writer_process import shield_writer_helper
 from megatron_uniapl.convert.dcp_check import WeightsCheckError, check_weights_dir
 from megatron_uniapl.convert.mcore_checkpoint import new_token
 
@@ -66,8 +67,10 @@ def _agreed(action) -> Exception | None:
     error = None
     try:
         action()
-    except Exception as err:  # noqa: BLE001 - any failure must reach the agreement, not skip it
-        error = err
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except BaseException as err:  # noqa: BLE001 - any failure must reach the agreement, not skip it
+        error = err  # (PyTorch's CheckpointException derives from BaseException)
     if not all_ranks_ok(error is None):
         raise _PhaseFailed(error)
     return None
@@ -123,6 +126,7 @@ def save_checkpoint(
         write_json(stage / layout.MARKER, marker)
         layout.replace_iteration(stage, final)
 
+    shield_writer_helper()
     try:
         _agreed(prepare)
         _agreed(lambda: dist_checkpointing.save(sharded, str(stage / "weights")))
