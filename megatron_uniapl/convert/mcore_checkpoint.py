@@ -91,11 +91,13 @@ def check_complete(mcore_dir: str | Path) -> ModelCheckpointMeta:
 
     meta = ModelCheckpointMeta.read(mcore_dir)
     mcore_dir = Path(mcore_dir)
-    needed = ["hf/config.json"] + (["hf/tokenizer.json"] if meta.has_tokenizer else [])
-    for name in needed:
-        if not (mcore_dir / name).is_file():
-            raise IncompleteCheckpointError(f"{mcore_dir / name}: missing; {mcore_dir} is not a complete "
-                                            f"checkpoint (an interrupted copy or deletion?)")
+    missing = [] if (mcore_dir / "hf" / "config.json").is_file() else ["hf/config.json"]
+    hf = mcore_dir / "hf"
+    if meta.has_tokenizer and not ((hf / "tokenizer.json").is_file() or (hf / "tokenizer.model").is_file()):
+        missing.append("hf/tokenizer.json")
+    if missing:
+        raise IncompleteCheckpointError(f"{mcore_dir / missing[0]}: missing; {mcore_dir} is not a complete "
+                                        f"checkpoint (an interrupted copy or deletion?)")
     try:
         check_weights_dir(mcore_dir / "weights")
     except WeightsCheckError as err:
