@@ -45,6 +45,8 @@ def reference(hf_dir, tmp_path_factory):
     run = Run(train_command(run_dir, hf_dir, STEPS), run_dir / "out.log")
     assert run.wait() == 0, run.output()[-3000:]
     assert sorted(rows(run_dir)) == list(range(1, TOTAL + 1))
+    status = json.loads((run_dir / "run_status.json").read_text())
+    assert (status["status"], status["exit_code"], status["step"]) == ("complete", 0, TOTAL)
     return rows(run_dir)
 
 
