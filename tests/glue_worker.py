@@ -26,7 +26,7 @@ def old_logprob_offset(targets: torch.Tensor) -> torch.Tensor:
     return 0.15 * ((targets % 5).float() - 2.0)
 
 
-def _build(hf_dir, tp, pp):
+def _build(hf_dir, tp, pp, sp=False):
     from megatron.core import parallel_state as ps
 
     from megatron_uniapl.config.model import ModelOptions
@@ -37,7 +37,8 @@ def _build(hf_dir, tp, pp):
 
     arch = load_qwen3_arch(hf_dir)
     model = build_qwen3_model(
-        arch, ModelOptions(tensor_parallel=tp, pipeline_parallel=pp, dtype="float32", spec="portable")
+        arch, ModelOptions(tensor_parallel=tp, pipeline_parallel=pp, sequence_parallel=sp, dtype="float32",
+                           spec="portable")
     )
     with HFCheckpointReader(hf_dir) as reader:
         load_hf_into_model(model, reader, arch, ps.get_tensor_model_parallel_rank(), tp)
@@ -45,7 +46,7 @@ def _build(hf_dir, tp, pp):
 
 
 def run_train(
-    name, hf_dir, ref_dir, out_dir, tp=1, pp=1, budget=4096, optimizer="sgd", distributed=False, lr=0.5
+    name, hf_dir, ref_dir, out_dir, tp=1, pp=1, budget=4096, optimizer="sgd", distributed=False, lr=0.5, sp=False
 ):
     from glue_utils import all_terms_objective, prepared_samples
     from megatron.core import parallel_state as ps
@@ -63,8 +64,8 @@ def run_train(
     )
 
     parallel.initialize(tp, pp)
-    arch, policy = _build(hf_dir, tp, pp)
-    _, reference = _build(ref_dir, tp, pp)
+    arch, policy = _build(hf_dir, tp, pp, sp)
+    _, reference = _build(ref_dir, tp, pp, sp)
     settings = OptimizerSettings(
         optimizer=optimizer, lr=lr, clip_grad=1.0, adam_eps=1e-4, use_distributed_optimizer=distributed
     )
@@ -73,7 +74,8 @@ def run_train(
 
     objective = all_terms_objective()
     dp_size, dp_rank = ps.get_data_parallel_world_size(), ps.get_data_parallel_rank()
-    packed = pack_samples(prepared_samples(objective), budget, dp_size)
+    # The layout's token multiple (TP with sequence parallelism): padded micro-batches.
+    packed = pack_samples(prepared_samples(objective), budget, dp_size, pad_to_multiple_of=policy.config.tensor_model_parallel_size if sp else 1)
     batches = rank_batches(packed, dp_rank)
     attach_logprobs(chunks, batches, "old_logprobs")
     attach_logprobs([reference], batches, "ref_logprobs")
@@ -83,12 +85,18 @@ def run_train(
     loss_fn = UniAPLLoss(objective.weights_at(0), objective.pg, packed.term_counts())
     result = train_step(chunks, opt, batches, loss_fn, scheduler)
 
+    # The sync verification's forward on odd lengths (padded to the layout's multiple inside).
+    from megatron_uniapl.rollout.megatron_verify import check_sequences, megatron_logprobs
+
+    seqs, plens = check_sequences(arch.vocab_size, lengths=(23, 41), seed=3)
     tp_group = ps.get_tensor_model_parallel_group()
     out = {
+        "verify_logprobs": megatron_logprobs([chunks[0].module], seqs, plens),
         "metrics": result.metrics,
         "grad_norm": result.grad_norm,
         "skipped": result.skipped,
         "num_micro_batches": len(batches),
+        "padding": sum(int(mb.input_ids.shape[1]) - mb.num_real_tokens for mb in packed.micro_batches[dp_rank]),
         "tp_rank": ps.get_tensor_model_parallel_rank(),
         "pp_rank": ps.get_pipeline_model_parallel_rank(),
         "dp_rank": dp_rank,

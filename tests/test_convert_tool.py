@@ -140,3 +140,38 @@ def test_interrupted_write_never_looks_complete(imported, tmp_path, capsys):
     (partial / META_NAME).unlink()  # a crash happens before the metadata, which is written last
     assert convert(["export", "--mcore-dir", str(partial), "--out-dir", str(tmp_path / "x")]) == 2
     assert f"no {META_NAME}; not a complete checkpoint" in capsys.readouterr().err
+
+
+def test_a_transformer_engine_model_loads_a_converted_checkpoint(imported, tiny_tied, monkeypatch):
+    """Transformer Engine's attention and norms carry `_extra_state` (FP8 metadata) where the
+    portable spec's modules carry none (its linears do, as Megatron's own linears), so a converted
+    checkpoint lacks those keys: the load keeps the modules' fresh state instead of failing. Without
+    TE on a CPU, the portable attention and norms are given an extra state the way TE's have one,
+    which makes Megatron's sharded state dict ask for `<module>._extra_state`."""
+    from megatron_uniapl import parallel
+    from megatron_uniapl.config.model import ModelOptions
+    from megatron_uniapl.convert.mcore_checkpoint import IncompleteCheckpointError, load_model_weights
+    from megatron_uniapl.convert.megatron_params import iter_hf_tensors
+    from megatron_uniapl.model.builder import build_qwen3_model
+    from megatron_uniapl.model.hf_config import load_qwen3_arch
+    from megatron_uniapl.model.norm import RMSNorm
+    from megatron_uniapl.model.sdpa_attention import SDPAttention
+
+    parallel.initialize(1, 1)  # the conversion above tore its world of one down
+    restored = []
+    for cls in (RMSNorm, SDPAttention):  # TE 2.x: an empty uint8 tensor without FP8
+        monkeypatch.setattr(cls, "get_extra_state", lambda self: torch.zeros(0, dtype=torch.uint8), raising=False)
+        monkeypatch.setattr(cls, "set_extra_state", lambda self, value: restored.append(value), raising=False)
+    arch = load_qwen3_arch(tiny_tied)
+    model = build_qwen3_model(arch, ModelOptions(dtype="float32", spec="portable"))
+    asked = [k for k in model.sharded_state_dict() if "layernorm._extra_state" in k or "core_attention._extra" in k]
+    assert len(asked) == 5 * arch.num_layers + 1  # per layer: 4 norms and the attention; the final norm
+    load_model_weights([model], imported / "weights")
+    assert restored == []  # nothing stored for them: they keep their own state
+    original = hf_tensors(tiny_tied)
+    for name, tensor in iter_hf_tensors(model, arch):
+        assert torch.equal(tensor, original[name]), name
+    # A real parameter missing from the checkpoint is still an error that names it.
+    model.decoder.final_layernorm.register_parameter("bias", torch.nn.Parameter(torch.zeros(arch.hidden_size)))
+    with pytest.raises(IncompleteCheckpointError, match="decoder.final_layernorm.bias"):
+        load_model_weights([model], imported / "weights")

@@ -111,16 +111,33 @@ def test_sft_variant_loss_is_hf_token_mean_nll(policy, hf_model):
     assert set(k.split("/")[1] for k in metrics[0] if k.startswith("loss/")) == {"sft", "total"}
 
 
-def _grads_after(policy, samples, objective, budget):
+def _grads_after(policy, samples, objective, budget, multiple=1, with_loss=False):
     weights = objective.weights_at(0)
     assign_advantages(samples, weights, objective.pg)
-    packed = pack_samples(samples, budget)
+    packed = pack_samples(samples, budget, pad_to_multiple_of=multiple)
     from megatron_uniapl.model.pipeline import run_microbatches
 
     policy.zero_grad(set_to_none=True)
     batches = rank_batches(packed, 0)
-    run_microbatches([policy], batches, loss_fn=UniAPLLoss(weights, objective.pg, packed.term_counts()))
-    return {n: p.grad.clone() for n, p in policy.named_parameters()}
+    metrics = run_microbatches([policy], batches, loss_fn=UniAPLLoss(weights, objective.pg, packed.term_counts()))
+    grads = {n: p.grad.clone() for n, p in policy.named_parameters()}
+    if not with_loss:
+        return grads
+    padding = sum(mb.input_ids.shape[1] - mb.num_real_tokens for mb in packed.micro_batches[0])
+    return grads, sum(m["loss/total"].item() for m in metrics), padding
+
+
+def test_padding_to_the_layout_multiple_changes_no_loss_and_no_gradient(policy):
+    """Sequence parallelism and FP8 pad every micro-batch to a multiple (ModelOptions.token_multiple):
+    the padding is its own fully masked segment, so the loss and every gradient stay the same."""
+    objective = objective_for_variant("uniapl", lambda_adv=0.3)
+    base, loss, none = _grads_after(policy, mixed_samples(seed=6), objective, 64, with_loss=True)
+    padded, padded_loss, padding = _grads_after(policy, mixed_samples(seed=6), objective, 64, multiple=32,
+                                                with_loss=True)
+    assert none == 0 and padding > 0
+    assert padded_loss == pytest.approx(loss, rel=1e-6, abs=1e-7)
+    for name, g in base.items():
+        assert (padded[name] - g).abs().max().item() <= 1e-6 * max(1.0, g.abs().max().item()), name
 
 
 def test_grpo_variant_gradient_ignores_demonstrations(policy):

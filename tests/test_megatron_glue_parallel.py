@@ -8,6 +8,8 @@ against a differently seeded reference model), so each term's normalization is u
 
     vocab       TP=2 vocabulary-parallel log-probs/entropy/gradients == full-vocabulary ones
     tp2         TP=2, several micro-batches: loss, metrics, gradients, SGD-updated weights == ref
+    tp2_sp      TP=2 with sequence parallelism (the portable spec's own RMSNorm), micro-batches
+                padded to a multiple of 2: the same == ref (SP off, unpadded)
     pp2         PP=2 (1F1B, tied embeddings on both stages), several micro-batches == ref
     dp2_sgd     DP=2 through Megatron DDP, several micro-batches per rank == ref (grads, weights)
     dp2_adam    DP=2 with the distributed optimizer and Adam == the single-rank Adam step
@@ -57,6 +59,7 @@ def two_rank(tiny_tied, tiny_ref, tmp_path_factory):
         dict(kind="vocab", name="vocab", out_dir=str(out)),
         dict(kind="disc", name="disc", hf_dir=str(tiny_tied), out_dir=str(out)),
         dict(common, name="tp2", tp=2),
+        dict(common, name="tp2_sp", tp=2, sp=True),
         dict(common, name="pp2", pp=2),
         dict(common, name="dp2_sgd"),
         dict(common, name="dp2_adam", optimizer="adam", lr=1e-3, distributed=True),
@@ -118,7 +121,7 @@ def test_reference_step_is_meaningful(references):
     assert ref["grad_norm"] > 0
 
 
-@pytest.mark.parametrize("name", ["tp2", "pp2", "dp2_sgd"])
+@pytest.mark.parametrize("name", ["tp2", "tp2_sp", "pp2", "dp2_sgd"])
 def test_layout_gives_reference_loss_gradients_and_sgd_update(two_rank, references, name):
     ref = references["ref_sgd"]
     ranks = _load(two_rank, name)
@@ -127,6 +130,18 @@ def test_layout_gives_reference_loss_gradients_and_sgd_update(two_rank, referenc
     assert _last_stage(ranks)["grad_norm"] == pytest.approx(ref["grad_norm"], rel=REL)
     _assert_close(name, _merge(ranks, "grads"), ref["grads"])
     _assert_close(name, _merge(ranks, "weights"), ref["weights"], rel=1e-6)
+
+
+def test_tp2_sp_micro_batches_were_padded(two_rank, references):
+    """The SP scenario really ran odd lengths padded (else its parity says nothing about padding),
+    and the sync verification's forward pads its odd-length sequences the same way."""
+    ranks = _load(two_rank, "tp2_sp")
+    assert all(r["padding"] > 0 for r in ranks), [r["padding"] for r in ranks]
+    want = references["ref_sgd"]["verify_logprobs"]  # after the same SGD step (equal weights, above)
+    for r in ranks:
+        got = r["verify_logprobs"]
+        assert [len(x) for x in got] == [len(x) for x in want] == [12, 21]
+        assert max(abs(a - b) for xs, ys in zip(got, want) for a, b in zip(xs, ys)) < 1e-4
 
 
 def test_pp2_tied_embedding_gradient_on_both_stages(two_rank):

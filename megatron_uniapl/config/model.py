@@ -13,6 +13,15 @@ DTYPE_NAMES = ("float32", "bfloat16", "float16")
 """The dtypes a model runs in (names of torch dtypes; the configuration does not import torch)."""
 
 
+def token_multiple(tensor_parallel: int, sequence_parallel: bool, fp8: str | None, fp8_recipe: str) -> int:
+    """The sequence-length multiple a layout needs (see `ModelOptions.token_multiple`); also
+    computed from a built model's TransformerConfig by the code that runs sequences through it."""
+    multiple = tensor_parallel if sequence_parallel else 1
+    if fp8:
+        multiple *= 32 if fp8_recipe == "mxfp8" else 16
+    return multiple
+
+
 @dataclass
 class ModelOptions:
     """How to build and parallelize the model."""
@@ -27,7 +36,9 @@ class ModelOptions:
     context_parallel: int = 1
     """Context-parallel size (sequence split for attention); needs the Transformer Engine spec."""
     sequence_parallel: bool = False
-    """Megatron sequence parallelism for norms/dropout; needs the Transformer Engine spec and TP > 1."""
+    """Megatron sequence parallelism: norms, residuals and dropout work on 1/TP of the sequence
+    (activation memory), with TP > 1. Both specs support it (the portable one through its own
+    RMSNorm). Packed micro-batches are then padded to a multiple of TP (`token_multiple`)."""
     spec: Literal["auto", "te", "portable"] = "auto"
     """Layer implementation: Transformer Engine ("te"), torch-SDPA portable ("portable"), or TE
     when importable and a GPU exists, else portable ("auto")."""
@@ -56,14 +67,20 @@ class ModelOptions:
         return getattr(torch, self.dtype)
 
     @property
-    def token_multiple(self) -> int:
-        """Packed rows are padded to a multiple of this many tokens: Transformer Engine's FP8 GEMMs
-        need the token dimension divisible by 16 (an odd-length packed row fails otherwise)."""
-        return 16 if self.fp8 is not None else 1
-
-    @property
     def model_parallel_size(self) -> int:
         return self.tensor_parallel * self.pipeline_parallel * self.context_parallel
+
+    @property
+    def token_multiple(self) -> int:
+        """Tokens of every packed micro-batch (and every other sequence the trainer runs) must be
+        a multiple of this, or the layout fails at its first odd length:
+        - sequence parallelism splits the sequence over the TP ranks (Megatron's embedding
+          reduce-scatter asserts divisibility): a factor TP;
+        - FP8 GEMMs need the product of an input's leading dimensions divisible by 8 and
+          Megatron's FP8 alignment is 16 (32 for MXFP8; megatron.core.fp8_utils), and with SP
+          that holds per rank, after the split: a further factor 16 or 32.
+        The padding is a separate, fully masked segment, so it changes no loss (tested)."""
+        return token_multiple(self.tensor_parallel, self.sequence_parallel, self.fp8, self.fp8_recipe)
 
     def validate(self) -> None:
         """Raise ValueError naming the field for settings that cannot work together."""

@@ -176,23 +176,45 @@ def save_model_weights(model_chunks: list[torch.nn.Module], weights_dir: Path) -
     dist_checkpointing.save(_sharded_state_dict(model_chunks), str(weights_dir))
 
 
+EXTRA_STATE = "_extra_state"
+"""Suffix of the per-module extra state Transformer Engine keeps (FP8 scaling history)."""
+
+
 def load_model_weights(model_chunks: list[torch.nn.Module], weights_dir: Path) -> None:
-    """Collective: every rank reads its shards (at its own TP/PP layout) from `weights_dir`."""
+    """Collective: every rank reads its shards (at its own TP/PP layout) from `weights_dir`.
+
+    Parameters and buffers must all be in the checkpoint. Transformer Engine modules also ask
+    for their `_extra_state`, which a checkpoint written from the portable spec (every
+    conversion) does not hold: those modules then keep the fresh state they were built with
+    (FP8 scaling statistics start from scratch, as in any new run). Anything else missing is
+    an error that names it."""
     from megatron.core import dist_checkpointing
+    from megatron.core.dist_checkpointing.validation import StrictHandling
 
     from megatron_uniapl.convert.dcp_check import check_weights_dir
 
     check_weights_dir(weights_dir)  # refuses what PyTorch would unpickle unchecked
     sharded = _sharded_state_dict(model_chunks)
-    state = dist_checkpointing.load(sharded, str(weights_dir))
+    state, _, not_stored = dist_checkpointing.load(
+        sharded, str(weights_dir), strict=StrictHandling.RETURN_UNEXPECTED)
+    # Sharded objects are named "<key>/shard_<offsets>"; the key ends with the suffix.
+    absent = sorted(k for k in not_stored if not str(k).split("/")[0].endswith(EXTRA_STATE))
+    if absent:
+        raise IncompleteCheckpointError(
+            f"{weights_dir}: {len(absent)} tensors of the model are not in the checkpoint, e.g. {absent[:3]} "
+            f"(another model size or layer layout?)")
     # A training checkpoint also holds optimizer state (returned among the common objects):
     # keep only what the model asked for.
     state = {k: v for k, v in state.items() if k in sharded}
-    if len(model_chunks) == 1:
-        model_chunks[0].load_state_dict(state, strict=True)
-    else:
-        for i, chunk in enumerate(model_chunks):
-            chunk.load_state_dict(state[f"model{i}"], strict=True)
+    targets = [(model_chunks[0], state)] if len(model_chunks) == 1 else [
+        (chunk, state[f"model{i}"]) for i, chunk in enumerate(model_chunks)]
+    for chunk, chunk_state in targets:
+        result = chunk.load_state_dict(chunk_state, strict=False)
+        missing = [k for k in result.missing_keys if not k.endswith(EXTRA_STATE)]
+        if missing or result.unexpected_keys:
+            raise IncompleteCheckpointError(
+                f"{weights_dir}: the loaded state does not fit the model (missing {missing[:3]}, "
+                f"unexpected {result.unexpected_keys[:3]})")
 
 
 def _sharded_state_dict(model_chunks: list[torch.nn.Module]) -> dict:

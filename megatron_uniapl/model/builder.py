@@ -17,7 +17,7 @@ import torch.nn.functional as F
 
 from megatron_uniapl.config.model import ModelOptions
 from megatron_uniapl.model.hf_config import Qwen3Arch
-from megatron_uniapl.model.spec import layer_spec
+from megatron_uniapl.model.spec import layer_spec, portable_block_spec
 
 logger = logging.getLogger(__name__)
 
@@ -109,8 +109,12 @@ def build_qwen3_model(
     from megatron.core import parallel_state
     from megatron.core.models.gpt.gpt_model import GPTModel
 
+    from megatron.core.transformer.transformer_block import get_num_layers_to_build
+
     config = qwen3_transformer_config(arch, options)
     spec_name, spec = layer_spec(options)
+    if spec_name == "portable":
+        spec = portable_block_spec(spec, get_num_layers_to_build(config, vp_stage=vp_stage))
     if pre_process is None:
         pre_process = parallel_state.is_pipeline_first_stage(ignore_virtual=False, vp_stage=vp_stage)
     if post_process is None:

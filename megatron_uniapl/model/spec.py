@@ -47,23 +47,37 @@ def resolve_spec(options: ModelOptions) -> str:
         problem = device.fp8_problem(options.fp8, options.fp8_recipe, capability)
         if problem:
             raise RuntimeError(problem)
-    if spec == "portable":
-        if options.context_parallel > 1:
-            raise RuntimeError("model.context_parallel > 1 needs the Transformer Engine spec")
-        if options.sequence_parallel:
-            raise RuntimeError("model.sequence_parallel needs the Transformer Engine spec")
+    if spec == "portable" and options.context_parallel > 1:
+        raise RuntimeError("model.context_parallel > 1 needs the Transformer Engine spec")
     return spec
 
 
 def portable_layer_spec() -> ModuleSpec:
-    """Megatron's local Qwen3-shaped layer (RMSNorm, q/k norm, SwiGLU) with SDPA core attention."""
+    """Megatron's local Qwen3-shaped layer (RMSNorm, q/k norm, SwiGLU) with SDPA core attention
+    and our RMSNorm (model/norm.py), which, unlike Megatron's torch fallback, supports sequence
+    parallelism. Checkpoint keys are unchanged (the norms hold one `weight` each)."""
     from megatron.core.models.gpt.gpt_layer_specs import get_gpt_layer_local_spec
 
+    from megatron_uniapl.model.norm import RMSNorm
     from megatron_uniapl.model.sdpa_attention import SDPAttention
 
     spec = copy.deepcopy(get_gpt_layer_local_spec(qk_layernorm=True, normalization="RMSNorm"))
-    spec.submodules.self_attention.submodules.core_attention = SDPAttention
+    layer = spec.submodules
+    layer.input_layernorm = layer.pre_mlp_layernorm = RMSNorm
+    attention = layer.self_attention.submodules
+    attention.q_layernorm = attention.k_layernorm = RMSNorm
+    attention.core_attention = SDPAttention
     return spec
+
+
+def portable_block_spec(layer: ModuleSpec, num_layers: int):
+    """The decoder block of the portable spec: `num_layers` layers and a final RMSNorm of ours
+    (a bare layer spec would get Megatron's default final norm, which refuses SP)."""
+    from megatron.core.transformer.transformer_block import TransformerBlockSubmodules
+
+    from megatron_uniapl.model.norm import RMSNorm
+
+    return TransformerBlockSubmodules(layer_specs=[layer] * num_layers, layer_norm=RMSNorm)
 
 
 def te_layer_spec() -> ModuleSpec:

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from megatron_uniapl.config.model import token_multiple
 from megatron_uniapl.rollout.weight_sync import (
     SyncCheck,
     WeightSyncMismatchError,
@@ -38,13 +39,18 @@ class SyncVerifyConfig:
     """Verify after every N-th sync (the 1st, N+1-th, ...); 0 never."""
     tolerance: float = 1e-4
     """Largest allowed |engine - trainer| log-prob over all checked tokens (float32: 1e-4;
-    bf16 needs ~0.2)."""
+    bf16 needs ~0.2); `inf` checks only the mean."""
+    mean_tolerance: float | None = None
+    """Largest allowed mean |engine - trainer| log-prob; None checks only the maximum. The mean
+    is the robust statistic in bf16, where single tokens can differ by tenths."""
 
     def validate(self) -> None:
         if self.every_n_syncs < 0:
             raise ValueError(f"SyncVerifyConfig.every_n_syncs must be >= 0, got {self.every_n_syncs}")
         if self.tolerance <= 0:
             raise ValueError(f"SyncVerifyConfig.tolerance must be positive, got {self.tolerance}")
+        if self.mean_tolerance is not None and self.mean_tolerance <= 0:
+            raise ValueError(f"SyncVerifyConfig.mean_tolerance must be positive, got {self.mean_tolerance}")
 
 
 def check_sequences(vocab_size: int, lengths: tuple[int, ...] = (24, 160), seed: int = 0) -> tuple[list[list[int]], list[int]]:
@@ -57,6 +63,13 @@ def check_sequences(vocab_size: int, lengths: tuple[int, ...] = (24, 160), seed:
     return seqs, [max(1, n // 2) for n in lengths]
 
 
+def layout_token_multiple(config) -> int:
+    """The sequence-length multiple of a built model's Megatron `TransformerConfig`."""
+    recipe = getattr(config, "fp8_recipe", None)
+    return token_multiple(config.tensor_model_parallel_size, bool(config.sequence_parallel),
+                          config.fp8, str(getattr(recipe, "value", recipe)))
+
+
 def megatron_logprobs(
     chunks: list[torch.nn.Module], sequences: list[list[int]], prompt_lens: list[int]
 ) -> list[list[float]]:
@@ -64,8 +77,9 @@ def megatron_logprobs(
     sequence, the same contract as `RolloutEngine.score`. Collective over the model-parallel
     group; every rank gets the result.
 
-    Each sequence is one micro-batch; interleaved pipelines (fixed shapes) get them right-padded
-    to one length (causal attention: padding cannot change earlier positions).
+    Each sequence is one micro-batch, right-padded to the layout's token multiple (sequence
+    parallelism, FP8), and interleaved pipelines (fixed shapes) get them padded to one length;
+    attention is causal, so padding cannot change earlier positions.
     """
     from megatron.core import parallel_state as ps
 
@@ -78,11 +92,14 @@ def megatron_logprobs(
         if not 1 <= plen <= len(seq):
             raise ValueError(f"sequence {index}: prompt_len {plen} must be in [1, {len(seq)}]")
     device = next(chunks[0].parameters()).device
-    length = max(len(s) for s in sequences)
-    fixed = not chunks[0].config.variable_seq_lengths
+    config = chunks[0].config
+    multiple = layout_token_multiple(config)
+    length = -(-max(len(s) for s in sequences) // multiple) * multiple
+    fixed = not config.variable_seq_lengths
     micro = []
     for seq in sequences:
-        ids = torch.zeros(1, length if fixed else len(seq), dtype=torch.long, device=device)
+        width = length if fixed else -(-len(seq) // multiple) * multiple
+        ids = torch.zeros(1, width, dtype=torch.long, device=device)
         ids[0, : len(seq)] = torch.tensor(seq, device=device)
         micro.append({"input_ids": ids, "position_ids": torch.arange(ids.shape[1], device=device)[None]})
 
@@ -118,26 +135,32 @@ def verify_megatron_sync(
     sequences: list[list[int]],
     prompt_lens: list[int],
     tolerance: float,
+    mean_tolerance: float | None = None,
 ) -> SyncCheck:
-    """Engine vs Megatron log-probs on `sequences`; raise `WeightSyncMismatchError` above
-    `tolerance` on every rank of the model-parallel group alike."""
+    """Engine vs Megatron log-probs on `sequences`; raise `WeightSyncMismatchError` when the
+    largest difference exceeds `tolerance` or the mean exceeds `mean_tolerance`, on every rank
+    of the model-parallel group alike."""
     from megatron.core import parallel_state as ps
 
     check = compare_logprobs(engine.score(sequences, prompt_lens), megatron_logprobs(chunks, sequences, prompt_lens))
     group = ps.get_model_parallel_group()
     if dist.get_world_size(group) > 1:
-        worst = torch.tensor([check.max_abs_diff, check.mean_abs_diff], dtype=torch.float64)
+        # On the model's device: NCCL groups take no CPU tensors (gloo takes CPU ones).
+        worst = torch.tensor([check.max_abs_diff, check.mean_abs_diff], dtype=torch.float64,
+                             device=next(chunks[0].parameters()).device)
         dist.all_reduce(worst, op=dist.ReduceOp.MAX, group=group)
+        worst = worst.cpu()
         check = SyncCheck(float(worst[0]), float(worst[1]), check.num_tokens)
     logger.info(
         "sync check v%s: engine vs trainer log-probs max %.3g, mean %.3g over %d tokens",
         getattr(engine, "weight_version", "?"), check.max_abs_diff, check.mean_abs_diff, check.num_tokens,
     )
-    if check.max_abs_diff > tolerance:
+    if check.max_abs_diff > tolerance or (mean_tolerance is not None and check.mean_abs_diff > mean_tolerance):
+        limits = f"max {tolerance:.3g}" + ("" if mean_tolerance is None else f", mean {mean_tolerance:.3g}")
         raise WeightSyncMismatchError(
             f"after weight sync the engine's log-probs differ from the trainer's (Megatron) by up to "
             f"{check.max_abs_diff:.3g} (mean {check.mean_abs_diff:.3g} over {check.num_tokens} tokens), "
-            f"above the tolerance {tolerance:.3g}: the pushed weights are not the trainer's"
+            f"above the tolerance ({limits}): the pushed weights are not the trainer's"
         )
     return check
 
@@ -168,5 +191,21 @@ class SyncVerifier:
         self.num_syncs += 1
         if every == 0 or (self.num_syncs - 1) % every:
             return None
-        self.last = verify_megatron_sync(engine, self.chunks, self.sequences, self.prompt_lens, self.config.tolerance)
+        self.last = verify_megatron_sync(engine, self.chunks, self.sequences, self.prompt_lens,
+                                         self.config.tolerance, self.config.mean_tolerance)
         return self.last
+
+    @classmethod
+    def for_run(cls, config, chunks: list[torch.nn.Module], vocab_size: int) -> SyncVerifier | None:
+        """The verifier a training run asks for (`rollout.verify_every`, `rollout.verify_tolerance`
+        of a `RunConfig`), or None when verification is off. The check sequences (one longer than
+        a KV-cache block) are shortened to fit the engine's max_model_len."""
+        rollout = config.rollout
+        if rollout.verify_every == 0:
+            return None
+        limit = rollout.engine.max_model_len - 1
+        lengths = tuple(min(n, limit) for n in (24, 160))
+        sequences, prompt_lens = check_sequences(vocab_size, lengths)
+        verify = SyncVerifyConfig(every_n_syncs=rollout.verify_every, tolerance=float("inf"),
+                                  mean_tolerance=rollout.tolerance_for(config.model.dtype))
+        return cls(chunks, sequences, prompt_lens, verify)
