@@ -69,12 +69,23 @@ def check(recipe: str, overrides: list[str], world: int | None) -> list[str]:
         config = load_config(recipe, usable, validate=False)
     except ConfigError as err:  # overrides fine alone but not together (e.g. a list index)
         return [*problems, str(err)]
-    for step in (config.validate, lambda: world is not None and config.check_world(world)):
+    for step in (config.validate, lambda: world is not None and config.check_world(world),
+                 lambda: _layout_fits_model(config)):
         try:
             step()
-        except ConfigError as err:
+        except (ConfigError, ValueError) as err:  # ValueError: a config.json that is no Qwen3
             problems.append(str(err))
     return problems + path_problems(config)
+
+
+def _layout_fits_model(config: RunConfig) -> None:
+    """The trainer's and the engines' layouts against the model's heads and layers, when the
+    model's config.json is reachable (ConfigError naming the field otherwise)."""
+    if config.model.hf_dir and (Path(config.model.hf_dir) / "config.json").is_file():
+        from megatron_uniapl.model.hf_config import load_qwen3_arch
+
+        arch = load_qwen3_arch(config.model.hf_dir)
+        config.check_arch(arch.num_attention_heads, arch.num_key_value_heads, arch.num_layers)
 
 
 def main(argv: list[str] | None = None) -> int:

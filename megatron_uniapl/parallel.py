@@ -87,13 +87,15 @@ def initialize(
     context_parallel: int = 1,
     seed: int = 1234,
     device: str = "auto",
+    timeout_s: float = 600.0,
 ) -> None:
     """Process group + Megatron model-parallel groups + model-parallel RNG, in that order.
-    `device`: "auto" or "cuda" (no CPU fallback), as in `init_process_group`."""
+    `device`: "auto" or "cuda" (no CPU fallback), as in `init_process_group`; `timeout_s`: of
+    every collective (an existing default process group keeps its own)."""
     from megatron.core import parallel_state
     from megatron.core.tensor_parallel import model_parallel_cuda_manual_seed
 
-    init_process_group(device=device)
+    init_process_group(timeout_s, device=device)
     world = dist.get_world_size()
     model_parallel = tensor_parallel * pipeline_parallel * context_parallel
     if world % model_parallel:

@@ -35,6 +35,8 @@ if TYPE_CHECKING:
     from megatron.core.optimizer_param_scheduler import OptimizerParamScheduler
 
     from megatron_uniapl.colocation.phases import ColocationScheduler
+    from megatron_uniapl.rewards.reward import RewardPool
+    from megatron_uniapl.rollout.engine_layout import EngineGroups
     from megatron_uniapl.rollout.megatron_sync import MegatronWeightSync
     from megatron_uniapl.rollout.vllm_engine import VLLMEngine
 
@@ -73,6 +75,10 @@ class Runtime:
     """Frozen reference policy for the KL term (None when beta = 0 throughout)."""
     engine: VLLMEngine | None = None
     """The co-located rollout engine (None for SFT-only runs)."""
+    engine_groups: EngineGroups | None = None
+    """Which ranks form this rank's engine and which prompts it serves; the rollout gather."""
+    reward_pool: RewardPool | None = None
+    """This rank's reward-checking processes (reward.num_workers > 0)."""
     colocation: ColocationScheduler | None = None
     """The train/generate phase machine around the engine."""
     weight_sync: MegatronWeightSync | None = None
@@ -212,11 +218,13 @@ def build_runtime(config: RunConfig, plan: preflight.Plan | None = None) -> Runt
     plan = plan or preflight.check_run(config)
     m = config.model
     parallel.initialize(m.tensor_parallel, m.pipeline_parallel, m.virtual_pipeline_stages, m.context_parallel,
-                        seed=config.train.seed, device=config.train.device)
+                        seed=config.train.seed, device=config.train.device,
+                        timeout_s=config.train.process_group_timeout_s)
     dp_size = config.check_world(dist.get_world_size())
     objective = config.objective_config()
     hf_dir = _model_dir(config)
     arch = load_qwen3_arch(hf_dir)
+    config.check_arch(arch.num_attention_heads, arch.num_key_value_heads, arch.num_layers)
     tokenizer = load_tokenizer(config.model.tokenizer or hf_dir)
     try:
         check_vocab(tokenizer.vocab_size, arch.vocab_size, where=str(config.model.tokenizer or hf_dir))
@@ -239,6 +247,10 @@ def build_runtime(config: RunConfig, plan: preflight.Plan | None = None) -> Runt
     resume.restore(rt, plan.resume_from)
     if any(s.uses_rollouts for s in stages):
         _start_engine(rt, hf_dir)
+        if config.reward.num_workers > 0:
+            from megatron_uniapl.rewards.reward import RewardPool
+
+            rt.reward_pool = RewardPool(config.reward.num_workers)
     return rt
 
 
@@ -258,23 +270,25 @@ def _check_usable(config: RunConfig, tokenizer, plan: preflight.Plan) -> None:
 def _start_engine(rt: Runtime, hf_dir: Path) -> None:
     from megatron_uniapl.colocation.megatron_state import megatron_train_state
     from megatron_uniapl.colocation.phases import ColocationScheduler
-    from megatron_uniapl.rollout.megatron_sync import (
-        MegatronWeightSync,
-        check_engine_layout,
-    )
+    from megatron_uniapl.rollout.engine_layout import EngineGroups
+    from megatron_uniapl.rollout.megatron_sync import MegatronWeightSync
+    from megatron_uniapl.rollout.megatron_verify import SyncVerifier
     from megatron_uniapl.rollout.vllm_engine import VLLMEngine
 
-    check_engine_layout(rt.config.rollout.engine.tensor_parallel_size)
-    # Version -1 = "not the trainer's yet": the first rollout always pushes the trainer's weights.
-    # After a resume the engine starts with placeholder weights, since that push replaces them all.
-    rt.engine = VLLMEngine(hf_dir, rt.config.rollout.engine, weight_version=-1, placeholder_weights=rt.step > 0)
+    rt.engine_groups = EngineGroups(rt.config.rollout.engine.tensor_parallel_size)
+    # Placeholder weights, version -1 ("not the trainer's yet"): the first rollout always pushes
+    # the trainer's weights, after a resume too, so reading the checkpoint would be wasted.
+    rt.engine = VLLMEngine(hf_dir, rt.config.rollout.engine, weight_version=-1, dummy_weights=True)
     rt.weight_sync = MegatronWeightSync(rt.modules, rt.arch)
     rt.colocation = ColocationScheduler(
-        rt.engine, megatron_train_state(rt.chunks, rt.optimizer), trainer_version=lambda: rt.step
+        rt.engine, megatron_train_state(rt.chunks, rt.optimizer), trainer_version=lambda: rt.step,
+        sync_check=SyncVerifier.for_run(rt.config, rt.modules, rt.arch.vocab_size),
     )
 
 
 def shutdown(rt: Runtime) -> None:
+    if rt.reward_pool is not None:
+        rt.reward_pool.close()
     if rt.engine is not None:
         rt.engine.shutdown()
     parallel.destroy()

@@ -24,12 +24,14 @@ import torch.distributed as dist
 from megatron_uniapl.algorithm.advantages import assign_advantages
 from megatron_uniapl.algorithm.loss import UniAPLLoss, attach_logprobs, rank_batches
 from megatron_uniapl.algorithm.samples import demo_as_prompt, rollout_samples
-from megatron_uniapl.algorithm.scoring import (
-    cotrain_discriminator,
-    score_samples,
-    score_with_discriminator,
+from megatron_uniapl.algorithm.scoring import cotrain_discriminator
+from megatron_uniapl.algorithm.sharded_scoring import score_rollouts
+from megatron_uniapl.config import (
+    RunConfig,
+    load_config,
+    parse_args,
+    save_resolved,
 )
-from megatron_uniapl.config import RunConfig, load_config, parse_args, save_resolved
 from megatron_uniapl.config.objective import StepWeights
 from megatron_uniapl.data import stream
 from megatron_uniapl.data.packing import pack_samples
@@ -68,20 +70,17 @@ def sample_prompts(rt: Runtime, source: str, demos: list[Sample]) -> list[stream
 
 
 def generate(rt: Runtime, prompts: list[stream.EncodedPrompt]) -> list[Sample]:
-    """This data-parallel rank generates its share with the synced engine; all ranks get all."""
-    mine = list(range(rt.dp_rank, len(prompts), rt.dp_size))
-    sampling = rt.config.rollout.sampling_config(seed=rt.config.train.seed * 1_000_003 + rt.step)
-    gens = rt.colocation.rollout(rt.weight_sync, [prompts[i].prompt_ids for i in mine], sampling)
-    for g in gens:  # back to indices of the global prompt list
-        g.prompt_index = mine[g.prompt_index]
-    samples = rollout_samples(prompts, gens, group_offset=0)
-    if rt.dp_size > 1:
-        from megatron.core import parallel_state
+    """Each co-located engine generates its share of the prompts with the synced weights; all
+    ranks get all (rollout/engine_layout.py), seeded by step and prompt (rollout/seeds.py)."""
+    gens = rt.engine_groups.generate(rt.colocation, rt.weight_sync, [p.prompt_ids for p in prompts],
+                                     rt.config.rollout.sampling_config(), rt.config.train.seed, rt.step)
+    return rollout_samples(prompts, gens, group_offset=0)
 
-        gathered = [None] * rt.dp_size
-        dist.all_gather_object(gathered, samples, group=parallel_state.get_data_parallel_group())
-        samples = sorted((s for part in gathered for s in part), key=lambda s: s.group_id)
-    return samples
+
+def score(rt: Runtime, rollouts: list[Sample]) -> None:
+    """Task rewards and discriminator scores, each rank computing a share (algorithm/sharded_scoring.py)."""
+    collective = rt.config.model.tensor_parallel if rt.config.discriminator.kind == "cotrained" else 1
+    score_rollouts(rollouts, rt.config.reward.mode, rt.discriminator, rt.reward_pool, collective_ranks=collective)
 
 
 def optimize(rt: Runtime, samples: list[Sample], weights: StepWeights) -> StepResult:
@@ -125,9 +124,7 @@ def train(config: RunConfig, plan=None, stop_request: StopRequest | None = None)
             rollouts: list[Sample] = []
             if stage.uses_rollouts:
                 rollouts = generate(rt, sample_prompts(rt, stage.rollout_prompts, demos))
-                score_samples(rollouts, config.reward.mode)
-                if rt.discriminator is not None:
-                    score_with_discriminator(rt.discriminator, rollouts)
+                score(rt, rollouts)
                 assign_advantages(rollouts, weights, rt.objective.pg)
             result = optimize(rt, (demos if weights.mu > 0 else []) + rollouts, weights)
             disc_metrics = cotrain_discriminator(rt.discriminator, rt.step, rollouts)

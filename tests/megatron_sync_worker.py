@@ -23,13 +23,11 @@ def scenario(engine, hf_dir: str, name: str, tp: int, pp: int, version: int) -> 
     from megatron_uniapl.config.rollout import SamplingConfig
     from megatron_uniapl.rollout.megatron_sync import (
         MegatronSyncConfig,
-        check_engine_layout,
         sync_megatron_weights,
     )
     from megatron_uniapl.rollout.megatron_verify import verify_megatron_sync
 
     parallel.initialize(tp, pp)
-    check_engine_layout(engine.config.tensor_parallel_size)
     arch, model = megatron_from_hf(hf_dir, ps.get_tensor_model_parallel_rank(), tp, pp)
     prompts, seqs, plens = prompts_and_checks(arch.vocab_size)
     config = MegatronSyncConfig(bucket_bytes=40_000)

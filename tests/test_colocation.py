@@ -44,7 +44,7 @@ class RecordingEngine:
         self.calls.append(f"update:{[n for n, _ in named_tensors]}:v{version}")
         self.weight_version = version if self.report_version is None else self.report_version
 
-    def generate(self, prompt_ids, sampling):
+    def generate(self, prompt_ids, sampling, seeds=None):
         self.calls.append("generate")
         return [Generation(i, [1, 2, 3], [-1.0] * 3, "abc", "length") for i in range(len(prompt_ids))]
 

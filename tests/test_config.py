@@ -129,6 +129,10 @@ objective:
     ("discriminator.kind=frozen", "discriminator.frozen.path is required"),
     ("objective.mu=1.5", r"objective.stages\[0\].mu.value must be in \[0, 1\]"),
     ("rollout.engine.gpu_memory_utilization=0", "rollout.engine: gpu_memory_utilization must be in"),
+    ("model.context_parallel=2", "model.context_parallel=2: context parallelism needs every packed sample padded"),
+    ("rollout.verify_every=-1", "rollout.verify_every must be >= 0"),
+    ("rollout.group_size=65537", "rollout.group_size must be <= 65536"),
+    ("train.process_group_timeout_s=0", "train.process_group_timeout_s must be > 0"),
 ])
 def test_cross_section_validation(tmp_path, override, message):
     recipe = write(tmp_path, "r.yaml", MINIMAL)
@@ -180,6 +184,46 @@ def test_world_layout(tmp_path):
     assert config.check_world(16) == 4
     with pytest.raises(ConfigError, match="not divisible"):
         config.check_world(6)
+
+
+def test_sequence_length_multiple_of_the_layout(tmp_path):
+    recipe = write(tmp_path, "r.yaml", MINIMAL)
+    sp = ["model.tensor_parallel=4", "model.sequence_parallel=true"]
+    assert load_config(recipe, sp).model.token_multiple == 4
+    assert load_config(recipe, ["model.tensor_parallel=4"]).model.token_multiple == 1  # no SP: no split
+    fp8 = load_config(recipe, [*sp, "model.fp8=e4m3"], validate=False).model
+    assert fp8.token_multiple == 64  # 16 tokens per rank after the SP split (Megatron's FP8 alignment)
+    assert load_config(recipe, [*sp, "model.fp8=e4m3", "model.fp8_recipe=mxfp8"], validate=False).model.token_multiple == 128
+    with pytest.raises(ConfigError, match=r"train.micro_batch_tokens \(8190\) must be a multiple of 4, the sequence-length "
+                                          r"multiple of model.tensor_parallel=4 with model.sequence_parallel=True"):
+        load_config(recipe, [*sp, "train.micro_batch_tokens=8190"])
+
+
+def test_engine_and_trainer_pairings(tmp_path):
+    """The engine's TP is free of the trainer's layout but must divide the world and fit the heads."""
+    recipe = write(tmp_path, "r.yaml", MINIMAL)
+    config = load_config(recipe, ["model.tensor_parallel=2", "model.pipeline_parallel=2",
+                                  "rollout.engine.tensor_parallel_size=4",
+                                  "rollout.engine.distributed_executor_backend=external_launcher"])
+    assert config.check_world(8) == 2  # PP with DP > 1 and an engine wider than TP: fine
+    with pytest.raises(ConfigError, match="6 ranks are not divisible by model.tensor_parallel"):
+        config.check_world(6)
+    config.check_arch(num_attention_heads=32, num_key_value_heads=8, num_layers=36)
+    config.check_arch(num_attention_heads=16, num_key_value_heads=2, num_layers=28)  # vLLM replicates KV heads
+    with pytest.raises(ConfigError, match="model.tensor_parallel=2 does not divide the model's 1 KV heads"):
+        config.check_arch(num_attention_heads=16, num_key_value_heads=1, num_layers=28)
+    with pytest.raises(ConfigError, match="rollout.engine.tensor_parallel_size=4 does not fit the model's 14 attention"):
+        config.check_arch(num_attention_heads=14, num_key_value_heads=2, num_layers=28)
+    with pytest.raises(ConfigError, match="pipeline_parallel x virtual_pipeline_stages = 2 does not divide the model's 27"):
+        config.check_arch(num_attention_heads=32, num_key_value_heads=8, num_layers=27)
+    wide = load_config(recipe, ["rollout.engine.tensor_parallel_size=8",
+                                "rollout.engine.distributed_executor_backend=external_launcher"])
+    with pytest.raises(ConfigError, match="4 ranks are not divisible by rollout.engine.tensor_parallel_size=8"):
+        wide.check_world(4)
+    with pytest.raises(ConfigError, match="tensor_parallel_size=3 does not divide plan.gpus_per_node=8: an engine "
+                                          "would span nodes"):
+        load_config(recipe, ["rollout.engine.tensor_parallel_size=3",
+                             "rollout.engine.distributed_executor_backend=external_launcher"])
 
 
 def test_defaults_need_a_model():

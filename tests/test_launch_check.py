@@ -47,3 +47,16 @@ def test_every_bad_override_and_path_is_listed(tmp_path, monkeypatch):
     assert "did you mean 'lr'" in problems[0] and "did you mean 'steps'" in problems[1]
     assert "3 ranks are not divisible" in problems[2]
     assert problems[3] == f"data.demo_file={tmp_path}/d.jsonl: no such file"
+
+
+def test_layouts_are_checked_against_the_models_heads(tmp_path, monkeypatch):
+    from megatron_uniapl.model.tiny import create_tiny_qwen3
+
+    monkeypatch.chdir(ROOT)
+    model = create_tiny_qwen3(tmp_path / "m", with_tokenizer=False)  # 4 heads, 2 KV heads, 2 layers
+    base = [f"model.hf_dir={model}", f"logging.run_dir={tmp_path}/run", "model.create_tiny=false"]
+    assert check(TINY, [*base, "model.tensor_parallel=2"], world=2) == []
+    [problem] = check(TINY, [*base, "model.tensor_parallel=4"], world=4)
+    assert problem == "model.tensor_parallel=4 does not divide the model's 2 KV heads"
+    [problem] = check(TINY, [*base, "model.pipeline_parallel=4"], world=4)
+    assert "does not divide the model's 2 layers" in problem

@@ -194,11 +194,6 @@ def test_sync_of_another_model_size_is_refused_before_anything_is_sent(policy, e
         sync_megatron_weights(engine, [build_qwen3_model(wider, options)], wider, version + 1,
                               MegatronSyncConfig(check_layout=False))
     assert engine.weight_version == version
-    from megatron_uniapl.rollout.megatron_sync import check_engine_layout
-
-    check_engine_layout(1)
-    with pytest.raises(ValueError, match="tensor_parallel_size is 2, but one engine serves a Megatron model-parallel group of 1"):
-        check_engine_layout(2)
     seqs, plens = trained["seqs"], trained["plens"]
     assert max_diff(engine.score(seqs, plens), megatron_logprobs([model], seqs, plens)) < FP32_TOL
 

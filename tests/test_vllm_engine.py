@@ -132,6 +132,26 @@ def test_greedy_follows_transformers_argmax_and_seeds_reproduce(engine, models):
     assert twice[0].token_ids == a[0].token_ids != twice[1].token_ids  # seed + prompt index
 
 
+def test_per_prompt_seeds_and_why_neighbouring_seeds_overlap(engine, models):
+    """vLLM seeds a prompt's j-th sample with seed + j, so seeds 1 apart share a random stream
+    (the old per-call `seed + prompt index` scheme); `rollout.seeds` spaces them 2**16 apart."""
+    from megatron_uniapl.rollout.seeds import prompt_seeds
+
+    use_weights(engine, models[0], 0)
+    prompt = [151644, 872, 198, 9707, 151645, 198]
+    two = SamplingConfig(n=2, max_tokens=8, temperature=1.0)
+    old = engine.generate([prompt, prompt], two, seeds=[40, 41])
+    assert old[1].token_ids == old[2].token_ids  # prompt 0's sample 1 == prompt 1's sample 0
+    new = engine.generate([prompt, prompt], two, seeds=prompt_seeds(0, 3, [0, 1]))
+    assert len({tuple(g.token_ids) for g in new}) == 4
+    again = engine.generate([prompt], two, seeds=prompt_seeds(0, 3, [1]))
+    assert [g.token_ids for g in again] == [g.token_ids for g in new[2:]]  # a prompt's samples do not
+    # depend on which other prompts share its engine call
+    with pytest.raises(ValueError, match="2 seeds for 1 prompts"):
+        engine.generate([prompt], two, seeds=[1, 2])
+    assert engine.generate([], two, seeds=[]) == []  # an engine without a share of the step
+
+
 def test_stop_string_ends_sample_before_it(engine, models):
     use_weights(engine, models[0], 0)
     prompt = [100, 200, 300]

@@ -155,15 +155,17 @@ class ColocationScheduler:
                 self.metrics.update(check.metrics())
                 self.metrics["time/sync_check_s"] = time.perf_counter() - start
 
-    def generate(self, prompt_ids: list[list[int]], sampling: SamplingConfig) -> list[Generation]:
-        """Sample in the GENERATE phase, from weights that are the trainer's current version."""
+    def generate(self, prompt_ids: list[list[int]], sampling: SamplingConfig,
+                 seeds: list[int] | None = None) -> list[Generation]:
+        """Sample in the GENERATE phase, from weights that are the trainer's current version
+        (`seeds`: one per prompt, see `RolloutEngine.generate`)."""
         if self.engine.weight_version != self.trainer_version():
             raise StaleWeightsError(
                 f"the engine holds weights version {self.engine.weight_version}, the trainer is at "
                 f"{self.trainer_version()}: samples would be off-policy"
             )
         generations = self._step("generate", Phase.GENERATE, Phase.GENERATE,
-                                 lambda: self.engine.generate(prompt_ids, sampling))
+                                 lambda: self.engine.generate(prompt_ids, sampling, seeds=seeds))
         self.metrics["rollout/generated_tokens"] = float(sum(len(g.token_ids) for g in generations))
         return generations
 
@@ -178,6 +180,7 @@ class ColocationScheduler:
         named_tensors: WeightSource,
         prompt_ids: list[list[int]],
         sampling: SamplingConfig,
+        seeds: list[int] | None = None,
     ) -> list[Generation]:
         """One whole round from TRAIN back to TRAIN, with the trainer's current weights.
 
@@ -189,7 +192,7 @@ class ColocationScheduler:
             self.wake_weights()
             self.sync_weights(named_tensors, self.trainer_version())
             self.wake_kv_cache()
-            generations = self.generate(prompt_ids, sampling)
+            generations = self.generate(prompt_ids, sampling, seeds)
             self.sleep_engine()
             self.onload_train_state()
         except BaseException:

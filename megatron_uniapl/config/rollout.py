@@ -5,6 +5,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+SEED_SAMPLE_BITS = 16
+"""Low bits of a prompt's sampling seed left free for vLLM's per-sample offsets (rollout/seeds.py)."""
+MAX_SAMPLES_PER_PROMPT = 1 << SEED_SAMPLE_BITS
+"""Largest rollout.group_size: beyond it one prompt's sample seeds would reach the next prompt's."""
+
 
 @dataclass
 class SamplingConfig:
@@ -56,6 +61,11 @@ class VLLMEngineConfig:
     block_size: int | None = None
     """KV-cache block size in tokens; None takes the platform default (128 on CPU). Prefix
     caching reuses whole blocks."""
+    disable_custom_all_reduce: bool = False
+    """Use NCCL instead of vLLM's custom all-reduce kernels for the engine's tensor parallelism.
+    Co-located engines with sleep mode set it: the custom kernels register IPC buffers at
+    start-up that the sleep/wake cycle and the trainer's NCCL traffic share the GPUs with, and
+    the co-locating frameworks (verl, slime) turn them off. Ignored at tensor_parallel_size 1."""
     logprobs_mode: str = "raw_logprobs"
     """Which log-probs the engine returns for sampled tokens: "raw_logprobs" (the model's
     distribution, before temperature and top-p) or "processed_logprobs" (after them)."""

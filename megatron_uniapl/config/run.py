@@ -58,11 +58,18 @@ class TrainSection:
     """"cuda": refuse to start unless a CUDA GPU is usable, naming what is missing (the GPU recipes
     set it); "auto": the GPU when CUDA is usable, otherwise the CPU path (gloo and Megatron-Core's
     CPU support: tests, the CPU demo)."""
+    process_group_timeout_s: float = 1800.0
+    """How long a rank waits in a collective before the job fails (torch.distributed's timeout,
+    NCCL's watchdog). Start-up (every rank reading its weights), the first weight sync and
+    checkpoint saves can keep some ranks away from the next collective for many minutes at 32B;
+    too short a value kills a healthy job, too long a value delays the failure of a hung one."""
 
     def validate(self) -> None:
         for name in ("steps", "micro_batch_tokens", "max_nonfinite_steps"):
             if getattr(self, name) < 1:
                 raise ValueError(f"train.{name} must be >= 1, got {getattr(self, name)}")
+        if self.process_group_timeout_s <= 0:
+            raise ValueError(f"train.process_group_timeout_s must be > 0, got {self.process_group_timeout_s}")
 
 
 @dataclass

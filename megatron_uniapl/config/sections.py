@@ -32,7 +32,11 @@ from megatron_uniapl.config.objective import (
     Stage,
 )
 from megatron_uniapl.config.reward import RewardMode
-from megatron_uniapl.config.rollout import SamplingConfig, VLLMEngineConfig
+from megatron_uniapl.config.rollout import (
+    MAX_SAMPLES_PER_PROMPT,
+    SamplingConfig,
+    VLLMEngineConfig,
+)
 from megatron_uniapl.config.run import (
     CheckpointSection,
     LoggingSection,
@@ -128,14 +132,35 @@ class RolloutSection:
     """How the engine starts (its TP, memory share, max_model_len, sleep mode)."""
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
     """Temperature, top-p, max response tokens, stop strings. Leave `n` at 1: `group_size` sets it."""
+    verify_every: int = 10
+    """Check the engine against the trainer after every N-th weight sync (the 1st, the N+1-th,
+    ...): both score the same fixed token sequences (one forward each) and the run stops with an
+    error when the mean |engine - trainer| log-prob exceeds `verify_tolerance`, which means the
+    engine is not serving the trainer's weights. The figures are logged as weight_sync/*. 0 = never."""
+    verify_tolerance: float | None = None
+    """Largest allowed mean |engine - trainer| log-prob of the check. None: by model.dtype,
+    1e-3 for float32 (measured ~2e-6) and 0.1 for bfloat16/float16 (rounding differences between
+    two kernel sets are ~1e-2; a wrong or partial sync is off by whole nats)."""
 
     def sampling_config(self, seed: int | None = None) -> SamplingConfig:
         """The SamplingConfig of one rollout call: `sampling` with n = group_size."""
         return replace(self.sampling, n=self.group_size, seed=self.sampling.seed if seed is None else seed)
 
+    def tolerance_for(self, dtype: str) -> float:
+        """`verify_tolerance`, or its default for a model of `dtype`."""
+        if self.verify_tolerance is not None:
+            return self.verify_tolerance
+        return 1e-3 if dtype == "float32" else 0.1
+
     def validate(self) -> None:
         if self.group_size < 1:
             raise ValueError(f"rollout.group_size must be >= 1, got {self.group_size}")
+        if self.group_size > MAX_SAMPLES_PER_PROMPT:
+            raise ValueError(f"rollout.group_size must be <= {MAX_SAMPLES_PER_PROMPT}, got {self.group_size}")
+        if self.verify_every < 0:
+            raise ValueError(f"rollout.verify_every must be >= 0, got {self.verify_every}")
+        if self.verify_tolerance is not None and self.verify_tolerance <= 0:
+            raise ValueError(f"rollout.verify_tolerance must be > 0, got {self.verify_tolerance}")
         if self.sampling.n != 1:
             raise ValueError(f"rollout.sampling.n is {self.sampling.n}; set rollout.group_size instead")
         if self.sampling.max_tokens < 1 or self.sampling.temperature < 0 or not 0 < self.sampling.top_p <= 1:
@@ -177,7 +202,8 @@ class RewardSection:
     mode: RewardMode = RewardMode.STRICT
     """strict (the paper's binary reward), strict_fraction, loose or loose_fraction."""
     num_workers: int = 0
-    """Processes of the reward pool; 0 scores in the trainer process (small runs)."""
+    """Processes of each rank's reward pool (every rank checks its share of the step's rollouts,
+    algorithm/sharded_scoring.py); 0 checks in the trainer process (small runs)."""
 
     def validate(self) -> None:
         if self.num_workers < 0:
@@ -270,6 +296,25 @@ class RunConfig:
                 f"objective {objective.variant!r} uses the discriminator (lambda_adv or lambda_shape > 0) "
                 f"but discriminator.kind is 'none'; choose frozen, cotrained or overlap"
             )
+        if self.model.context_parallel > 1:
+            raise ConfigError(
+                f"model.context_parallel={self.model.context_parallel}: context parallelism needs every packed "
+                f"sample padded to a multiple of 2 x context_parallel, which the trainer's packing does not do; "
+                f"use tensor or pipeline parallelism"
+            )
+        multiple = self.model.token_multiple
+        if self.train.micro_batch_tokens % multiple:
+            raise ConfigError(
+                f"train.micro_batch_tokens ({self.train.micro_batch_tokens}) must be a multiple of {multiple}, the "
+                f"sequence-length multiple of model.tensor_parallel={self.model.tensor_parallel} with "
+                f"model.sequence_parallel={self.model.sequence_parallel} and model.fp8={self.model.fp8}"
+            )
+        engine_tp = self.rollout.engine.tensor_parallel_size
+        if needs_engine and self.plan.gpus_per_node % engine_tp:
+            raise ConfigError(
+                f"rollout.engine.tensor_parallel_size={engine_tp} does not divide plan.gpus_per_node="
+                f"{self.plan.gpus_per_node}: an engine would span nodes (see docs/colocation.md)"
+            )
         if needs_engine:
             longest = self.data.max_prompt_tokens + self.rollout.sampling.max_tokens
             if longest > self.rollout.engine.max_model_len:
@@ -313,11 +358,19 @@ class RunConfig:
         dp = world_size // mp
         vllm_tp = self.rollout.engine.tensor_parallel_size
         if world_size % vllm_tp:
-            raise ConfigError(f"{world_size} ranks are not divisible by rollout.engine.tensor_parallel_size={vllm_tp}")
+            raise ConfigError(
+                f"{world_size} ranks are not divisible by rollout.engine.tensor_parallel_size={vllm_tp}: every rank "
+                f"runs one shard of one engine (docs/colocation.md)"
+            )
         hf_config = read_model_config(self.model.hf_dir)
         if hf_config is not None:
             check_model_layout(self, hf_config, f"{self.model.hf_dir}/config.json")
         return dp
+
+    def check_arch(self, num_attention_heads: int, num_key_value_heads: int, num_layers: int) -> None:
+        """ConfigError when the model's shape does not fit the layout (`check_model_layout`)."""
+        check_model_layout(self, {"num_attention_heads": num_attention_heads, "num_key_value_heads": num_key_value_heads,
+                                  "num_hidden_layers": num_layers}, "the model's config.json")
 
 
 def read_model_config(hf_dir: str | None) -> dict | None:
@@ -335,27 +388,32 @@ def read_model_config(hf_dir: str | None) -> dict | None:
 
 
 def check_model_layout(config: RunConfig, hf_config: dict, where: str) -> None:
-    """ConfigError when the parallel layout cannot split this model: Megatron splits attention
+    """ConfigError when the parallel layout cannot split this model. Megatron splits attention
     heads, key/value heads and the MLP width over tensor parallelism, and layers over pipeline
-    stages (times virtual stages); vLLM splits query heads over its own TP."""
+    stages (times virtual stages). When a stage rolls out, vLLM splits query heads over its own
+    TP and needs the key/value heads a multiple or a divisor of it (it replicates KV heads when
+    it has more ranks than heads)."""
     m = config.model
-    sizes = {name: hf_config.get(key) for name, key in (
-        ("attention heads", "num_attention_heads"), ("key/value heads", "num_key_value_heads"),
-        ("MLP width", "intermediate_size"), ("layers", "num_hidden_layers"))}
-    if not all(isinstance(v, int) and v > 0 for v in sizes.values()):
+    keys = {"attention heads": "num_attention_heads", "key/value heads": "num_key_value_heads",
+            "MLP width": "intermediate_size", "layers": "num_hidden_layers"}
+    sizes = {name: hf_config[key] for name, key in keys.items() if key in hf_config}
+    if not all(isinstance(v, int) and v > 0 for v in sizes.values()) or len(sizes) < 3:
         return  # not a config this check understands; the model loader reports it
     for what in ("attention heads", "key/value heads", "MLP width"):
-        if sizes[what] % m.tensor_parallel:
+        if what in sizes and sizes[what] % m.tensor_parallel:
             raise ConfigError(f"model.tensor_parallel={m.tensor_parallel} does not divide the model's "
                               f"{sizes[what]} {what} ({where})")
     stages = m.pipeline_parallel * (m.virtual_pipeline_stages or 1)
     if sizes["layers"] % stages:
         raise ConfigError(f"model.pipeline_parallel x virtual_pipeline_stages = {stages} does not divide the "
                           f"model's {sizes['layers']} layers ({where})")
-    vllm_tp = config.rollout.engine.tensor_parallel_size
-    if sizes["attention heads"] % vllm_tp:
-        raise ConfigError(f"rollout.engine.tensor_parallel_size={vllm_tp} does not divide the model's "
-                          f"{sizes['attention heads']} attention heads ({where})")
+    if not any(s.uses_rollouts for s in config.objective_config().stages):
+        return
+    e, heads, kv = config.rollout.engine.tensor_parallel_size, sizes["attention heads"], sizes["key/value heads"]
+    if heads % e or (kv % e and e % kv):
+        raise ConfigError(f"rollout.engine.tensor_parallel_size={e} does not fit the model's {heads} attention "
+                          f"and {kv} KV heads: vLLM needs the heads divisible by it, and the KV heads a multiple "
+                          f"or a divisor of it ({where})")
 
 
 def check_finite(obj, path: str = "") -> None:

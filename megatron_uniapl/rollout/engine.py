@@ -42,8 +42,12 @@ class RolloutEngine(Protocol):
     weight_version: int
     """Version of the policy weights the engine holds; bumped by each `update_weights`."""
 
-    def generate(self, prompt_ids: list[list[int]], sampling: SamplingConfig) -> list[Generation]:
-        """Sample `sampling.n` responses for each prompt (token ids, already templated)."""
+    def generate(
+        self, prompt_ids: list[list[int]], sampling: SamplingConfig, seeds: list[int] | None = None
+    ) -> list[Generation]:
+        """Sample `sampling.n` responses for each prompt (token ids, already templated).
+
+        `seeds`, one per prompt, seed each prompt's samples (overriding `sampling.seed`)."""
         ...
 
     def score(self, sequences: list[list[int]], prompt_lens: list[int]) -> list[list[float]]:

@@ -1,26 +1,24 @@
 """Live weight sync from the Megatron policy into the co-located vLLM engine.
 
-Who holds engines: every rank does. The ranks of one Megatron model-parallel group (TP x PP)
-run ONE vLLM engine together, with vLLM's tensor parallelism equal to the group's size
-(`distributed_executor_backend="external_launcher"`: each rank is one vLLM worker and holds one
-shard). This is how `tests/vllm_colocated_worker.py` ran vLLM TP=2 on two ranks: each rank
-feeds its own worker with *full* Hugging Face tensors and vLLM's loader slices the rank's shard
-out of them, so no rank needs to know vLLM's sharding. The consequences:
+Who holds engines: every rank holds one shard of one vLLM engine (`distributed_executor_backend=
+"external_launcher"`: each rank is one vLLM worker), and vLLM groups consecutive global ranks,
+in blocks of its own tensor parallelism, into engines. That block need not be a Megatron
+model-parallel group (rollout/engine_layout.py, docs/colocation.md): each rank feeds its own
+worker with *full* Hugging Face tensors and vLLM's loader slices the rank's shard out of them,
+so no rank needs to know vLLM's sharding, and any trainer layout (TP, PP, DP in any order) can
+serve any engine tensor parallelism that divides the world. The consequences:
 
 - every rank needs every full tensor of the model: tensor-parallel shards are all-gathered
   (`iter_hf_tensors`, collective over TP), and each pipeline stage broadcasts its tensors to the
   other stages over the pipeline group, one packed bucket at a time;
-- vLLM numbers its workers by global rank, in consecutive blocks of its TP size; the Megatron
-  model-parallel groups must be those same blocks (true for TP, PP and TP x PP with data
-  parallelism 1, and for TP x DP; Megatron's default order puts PP outermost, so PP with DP > 1
-  gives non-consecutive groups and is refused by `check_engine_layout`);
-- all ranks of a group must call the engine in lockstep with the same requests (vLLM's external
-  launcher runs one scheduler per rank and relies on identical inputs), which the trainer's
-  data layout already guarantees: model-parallel ranks see the same batch.
+- all ranks of one engine must call it in lockstep with identical requests (vLLM's external
+  launcher runs one scheduler per rank and relies on identical inputs); the trainer derives each
+  engine's requests from the step's global prompt list, which every rank holds.
 
 Alternatives not taken: an engine on one rank per group (the others would sit idle during
-generation and the engine's memory would not be spread), or a TP=1 engine on every rank (the
-whole model on each device: no room at 32B).
+generation and the engine's memory would not be spread), or engines tied to the trainer's
+model-parallel groups (engine TP = TP x PP: TP 8 engines at 32B, and PP with DP > 1 impossible
+under Megatron's default rank order).
 
 Memory: senders hold one packed bucket plus the tensor being gathered; receivers one bucket.
 vLLM's layer-wise reload keeps references to the tensors of a layer until the layer is
@@ -88,25 +86,6 @@ def _groups():
     from megatron.core import parallel_state as ps
 
     return ps.get_tensor_model_parallel_group(), ps.get_pipeline_model_parallel_group()
-
-
-def check_engine_layout(engine_tensor_parallel: int) -> None:
-    """Check that vLLM's worker groups (consecutive global ranks) are Megatron's model-parallel groups."""
-    from megatron.core import parallel_state as ps
-
-    ranks = sorted(dist.get_process_group_ranks(ps.get_model_parallel_group()))
-    if engine_tensor_parallel != len(ranks):
-        raise ValueError(
-            f"the engine's tensor_parallel_size is {engine_tensor_parallel}, but one engine serves a "
-            f"Megatron model-parallel group of {len(ranks)} ranks (TP x PP): they must be equal"
-        )
-    first = ranks[0]
-    if ranks != list(range(first, first + len(ranks))) or first % len(ranks):
-        raise ValueError(
-            f"Megatron's model-parallel group of rank {dist.get_rank()} is ranks {ranks}; vLLM's external "
-            "launcher groups consecutive ranks, so the two would serve different batches (use data "
-            "parallelism 1 with pipeline parallelism, or a rank order with PP inside DP)"
-        )
 
 
 def megatron_hf_shapes(chunks: list[torch.nn.Module], arch: Qwen3Arch) -> dict[str, tuple[int, ...]]:

@@ -101,16 +101,18 @@ class VLLMEngine:
     """
 
     def __init__(
-        self, model_dir: str | Path, config: VLLMEngineConfig | None = None, weight_version: int = 0,
-        placeholder_weights: bool = False,
+        self,
+        model_dir: str | Path,
+        config: VLLMEngineConfig | None = None,
+        weight_version: int = 0,
+        dummy_weights: bool = False,
     ) -> None:
+        """`dummy_weights`: start without reading the checkpoint's weights (their shapes come
+        from its config and safetensors headers); for an engine whose weights are pushed before
+        its first use, as the trainer's are (at 32B this skips reading 65 GB per node). Such an
+        engine refuses to generate or score until a complete weight update arrives."""
         global _live_engine
-        # placeholder_weights: start with random weights (vLLM's "dummy" format) instead of
-        # reading `model_dir`'s, for an engine that receives all weights from the trainer before
-        # it first generates (a resumed run: minutes saved at 32B). Requires weight_version < 0.
-        if placeholder_weights and weight_version >= 0:
-            raise ValueError("placeholder_weights needs weight_version < 0 (weights must be pushed first)")
-        self._load_format = "dummy" if placeholder_weights else "auto"
+        self.dummy_weights = dummy_weights
         self.config = config or VLLMEngineConfig()
         self.config.validate()
         self.model_dir = Path(model_dir)
@@ -139,6 +141,7 @@ class VLLMEngine:
         self._dead_reason: str | None = None
         self._asleep: set[str] = set()
         self._weights_mixed = False
+        self._placeholder_weights = dummy_weights
         self._update: UpdateTracker | None = None
         # A world that exists before vLLM starts belongs to the trainer and must outlive the engine.
         self._trainer_world = torch.distributed.is_available() and torch.distributed.is_initialized()
@@ -160,7 +163,10 @@ class VLLMEngine:
             gpu_memory_utilization=cfg.gpu_memory_utilization,
             kv_cache_memory_bytes=cfg.kv_cache_memory_bytes,
             logprobs_mode=cfg.logprobs_mode,
-            load_format=self._load_format,
+            # Random weights of the right shapes, not read from disk: the trainer's first sync
+            # overwrites every tensor before anything is generated (`dummy_weights`).
+            load_format="dummy" if self.dummy_weights else "auto",
+            disable_custom_all_reduce=cfg.disable_custom_all_reduce,
             worker_extension_cls=_WORKER_EXTENSION,
         )
         if cfg.distributed_executor_backend is not None:
@@ -197,6 +203,11 @@ class VLLMEngine:
         if self._asleep:
             asleep = ", ".join(sorted(self._asleep))
             raise RuntimeError(f"{what}: the engine is asleep ({asleep}); call wake_up first")
+        if self._placeholder_weights:
+            raise RuntimeError(
+                f"{what}: the engine started with placeholder weights (dummy_weights); push a "
+                "complete weight update first"
+            )
         if self._weights_mixed:
             raise RuntimeError(
                 f"{what}: a weight update failed part-way, so the engine holds a mix of old and new "
@@ -235,17 +246,28 @@ class VLLMEngine:
 
     # ---- generation and scoring ---------------------------------------------------------
 
-    def generate(self, prompt_ids: list[list[int]], sampling: SamplingConfig) -> list[Generation]:
+    def generate(
+        self, prompt_ids: list[list[int]], sampling: SamplingConfig, seeds: list[int] | None = None
+    ) -> list[Generation]:
         """`sampling.n` samples per prompt, prompt-major.
 
-        With a seed, prompt i samples with seed `sampling.seed + i`, so that a prompt repeated in
-        one call still gets different samples while the whole call stays reproducible. A sample
-        cut by a stop string keeps the tokens vLLM generated up to the stop string's last token,
+        `seeds` (one per prompt) seed each prompt's request; vLLM gives its j-th sample the seed
+        `seeds[i] + j` (see `rollout.seeds` for seeds that never overlap). Without them, a
+        `sampling.seed` seeds prompt i with `sampling.seed + i`, so that a prompt repeated in one
+        call still gets different samples while the whole call stays reproducible. A sample cut
+        by a stop string keeps the tokens vLLM generated up to the stop string's last token,
         while its text ends before the stop string."""
         self._check_ready("generate")
         _validate_sampling(sampling)
         self._check_prompts(prompt_ids, "prompt")
+        if seeds is not None and len(seeds) != len(prompt_ids):
+            raise ValueError(f"{len(seeds)} seeds for {len(prompt_ids)} prompts")
+        if not prompt_ids:  # an engine with no share of this step's prompts
+            return []
         from vllm import SamplingParams
+
+        if seeds is None:
+            seeds = [None if sampling.seed is None else sampling.seed + i for i in range(len(prompt_ids))]
 
         params = [
             SamplingParams(
@@ -254,10 +276,10 @@ class VLLMEngine:
                 top_p=sampling.top_p,
                 max_tokens=sampling.max_tokens,
                 stop=list(sampling.stop) or None,
-                seed=None if sampling.seed is None else sampling.seed + index,
+                seed=seed,
                 logprobs=0,
             )
-            for index in range(len(prompt_ids))
+            for seed in seeds
         ]
         requests = [{"prompt_token_ids": list(ids)} for ids in prompt_ids]
         outputs = self._call_vllm(self._llm.generate, requests, params, use_tqdm=False)
@@ -353,6 +375,7 @@ class VLLMEngine:
                 f"{missing[:3]}; the engine now holds a mix of weights"
             )
         self._weights_mixed = False
+        self._placeholder_weights = False
         self.weight_version = version
 
     # ---- memory -------------------------------------------------------------------------
