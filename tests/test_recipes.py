@@ -56,6 +56,16 @@ def test_gpu_layout_fits(path):
     assert mem.peak <= config.plan.gpu_memory_gib * GiB, "\n".join(mem.lines())
     assert config.model.dtype == "bfloat16"
     assert config.rollout.engine.distributed_executor_backend == "external_launcher"
+    # The engine's weights leave most of its share to the KV cache.
+    assert mem.vllm - mem.vllm_weights >= 0.5 * mem.vllm, "\n".join(mem.lines())
+    # The engine/trainer pairing and the model's heads fit at the planned world (the checks a
+    # launch runs before anything starts).
+    from megatron_uniapl.planning.plan import arch_for
+
+    arch = arch_for(config)
+    assert config.check_world(config.plan.world) >= 1
+    config.check_arch(arch.num_attention_heads, arch.num_key_value_heads, arch.num_layers)
+    assert config.train.micro_batch_tokens % config.model.token_multiple == 0
 
 
 @pytest.mark.parametrize("path", sorted(RECIPES.glob("qwen3_*.yaml")), ids=lambda p: p.name)

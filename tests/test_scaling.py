@@ -43,11 +43,13 @@ def test_memory_by_hand_qwen3_0p6b():
     assert mem.gradients == 4 * params
     assert mem.optimizer == 12 * params / 8
     per_token_layer = 2 * (4 * 1024 + 3 * 2048 + 3 * 1024 + 3 * 3072)  # 45_056 bytes
-    assert mem.activations == 8192 * 28 * per_token_layer + 8192 * 6 * 151_936 == 17_802_723_328
+    # the last stage's logits: bf16 (2 bytes) + the loss's float32 temporaries (18) per element
+    assert mem.activations == 8192 * 28 * per_token_layer + 8192 * 20 * 151_936 == 35_227_959_296
+    assert mem.vllm_weights == 2 * params  # engine TP 1: the whole model, out of the engine's share
     assert mem.vllm == 0.4 * 80 * GiB
-    assert mem.train_phase == 2 * params + 4 * params + 1.5 * params + 17_802_723_328 + 3 * GiB
+    assert mem.train_phase == 2 * params + 4 * params + 1.5 * params + 35_227_959_296 + 3 * GiB
     assert mem.generate_phase == 2 * params + 0.4 * 80 * GiB + 3 * GiB
-    assert mem.peak == mem.generate_phase  # 39.6 GiB: the engine's share dominates at 0.6B
+    assert mem.peak == mem.train_phase  # 40.0 GiB: the logits of 8192-token micro-batches dominate at 0.6B
     # Without sleep mode the engine's share stacks on top of training.
     awake = memory_per_gpu(arch, Layout(dp=8, vllm_memory_fraction=0.4, vllm_sleep=False))
     assert awake.peak == mem.train_phase + 0.4 * 80 * GiB
@@ -64,12 +66,70 @@ def test_memory_by_hand_qwen3_32b_pipeline_recompute():
     full_layer = 2 * (4 * 5120 / 8 + (3 * 8192 + 3 * 1024 + 3 * 25600) / 8)  # 31_232 bytes
     stored_input = 2 * 5120 / 8                                               # 1_280 bytes
     in_flight = 2                                                             # min(pp, micro-batches)
-    expected = 4096 * (32 * stored_input + full_layer) * in_flight + 4096 * 6 * 151_936 / 8
+    expected = 4096 * (32 * stored_input + full_layer) * in_flight + 4096 * 20 * 151_936 / 8
     mem = memory_per_gpu(arch, layout)
-    assert mem.activations == expected == 1_058_144_256
+    assert mem.activations == expected == 2_147_221_504
     no_recompute = memory_per_gpu(arch, Layout(tp=8, pp=2, dp=2, micro_batch_tokens=4096, num_microbatches=4,
                                                sequence_parallel=True))
-    assert no_recompute.activations == 4096 * 32 * full_layer * 2 + 4096 * 6 * 151_936 / 8
+    assert no_recompute.activations == 4096 * 32 * full_layer * 2 + 4096 * 20 * 151_936 / 8
+    engines = memory_per_gpu(arch, Layout(tp=8, dp=4, engine_tp=4))
+    assert engines.vllm_weights == 2 * arch.num_parameters / 4  # 16.4 GB of a 32B model per GPU
+
+
+def test_loss_temporaries_per_logit_are_what_the_plan_counts():
+    """Live tensor bytes while the UniAPL loss runs forward and backward on bf16 logits, tracked
+    allocation by allocation: their peak per logit element is the plan's LOSS_TEMPORARY_BYTES."""
+    import weakref
+
+    import torch
+    from torch.utils._python_dispatch import TorchDispatchMode
+    from torch.utils._pytree import tree_map
+
+    from megatron_uniapl.algorithm.loss import UniAPLLoss
+    from megatron_uniapl.config.variants import objective_for_variant
+    from megatron_uniapl.planning.memory import LOSS_TEMPORARY_BYTES
+
+    class LiveBytes(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.live = self.peak = 0
+            self.storages = set()
+
+        def track(self, t):
+            if not isinstance(t, torch.Tensor) or t.untyped_storage().nbytes() == 0:
+                return
+            storage = t.untyped_storage()
+            key = storage.data_ptr()
+            if key in self.storages:
+                return
+            self.storages.add(key)
+            self.live += storage.nbytes()
+            self.peak = max(self.peak, self.live)
+            weakref.finalize(storage, self.free, key, storage.nbytes())
+
+        def free(self, key, nbytes):
+            self.live -= nbytes
+            self.storages.discard(key)
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            tree_map(self.track, out)
+            return out
+
+    tokens, vocab = 256, 4096
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(1, tokens, vocab, generator=g).bfloat16().requires_grad_(True)
+    mask = torch.ones(1, tokens)
+    batch = {"targets": torch.randint(0, vocab, (1, tokens), generator=g), "sft_mask": mask * 0.5,
+             "rollout_mask": mask * 0.5, "advantages": {"task": torch.randn(1, tokens, generator=g)},
+             "old_logprobs": torch.full((1, tokens), -8.0), "rollout_logprobs": torch.full((1, tokens), -8.0)}
+    objective = objective_for_variant("grpo")
+    loss_fn = UniAPLLoss(objective.weights_at(0), objective.pg, {"sft": tokens, "pg_task": tokens})
+    with LiveBytes() as live:
+        loss, _, _ = loss_fn(logits, batch)
+        loss.backward()
+    per_element = live.peak / (tokens * vocab)  # the per-token tensors add ~0.007 at this vocabulary
+    assert LOSS_TEMPORARY_BYTES - 0.5 < per_element <= LOSS_TEMPORARY_BYTES + 0.05, per_element
 
 
 def test_step_time_by_hand():

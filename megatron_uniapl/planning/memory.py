@@ -28,10 +28,15 @@ the Qwen3 layer with flash attention (no s^2 term) and no dropout:
 The 4h norm/residual-stream terms are split by t only with sequence parallelism, the rest always
 by t; everything by c. Full recompute keeps only each layer's input (h / t with SP) plus one
 layer's full activations while it is recomputed. With 1F1B the first pipeline stage holds
-min(p, micro-batches) micro-batches in flight. The last stage also holds the logits: bf16 logits
-plus an fp32 copy for the loss, 6 * V / t bytes per token.
+min(p, micro-batches) micro-batches in flight. The last stage also holds one micro-batch's logits
+and the loss's work on them, `LOGIT_BYTES` = 2 + 18 = 20 bytes per token and vocabulary entry
+(split by t): the bf16 logits kept for backward, plus the peak of the float32 temporaries of the
+vocabulary-parallel log-prob and entropy (forward and backward, the bf16 logit gradient included),
+measured in tests/test_scaling.py. At 4B with TP 2 and 8192-token micro-batches that is 12.4 GB,
+three times what "bf16 logits plus one fp32 copy" would say.
 
-The co-located engine: vLLM takes `gpu_memory_utilization` of the device when awake. With sleep
+The co-located engine: vLLM takes `gpu_memory_utilization` of the device when awake; its bf16
+weights, 2 * params / engine TP, come out of that share and the rest is KV cache. With sleep
 mode, training and generation alternate: during generation the trainer keeps only its bf16
 weights (gradients and optimizer state are offloaded, colocation/offload.py), during training the
 engine holds nothing. Without sleep mode both are resident at once. A fixed `overhead` covers the
@@ -48,6 +53,10 @@ from dataclasses import dataclass
 from megatron_uniapl.model.hf_config import Qwen3Arch
 
 GiB = 1024**3
+LOSS_TEMPORARY_BYTES = 18
+"""Peak float32 temporaries of the log-prob/entropy loss per logit element (measured)."""
+LOGIT_BYTES = 2 + LOSS_TEMPORARY_BYTES
+"""Bytes per token and vocabulary entry of the last stage's logits and their loss."""
 
 
 @dataclass(frozen=True)
@@ -78,6 +87,8 @@ class Layout:
     """vLLM's gpu_memory_utilization."""
     vllm_sleep: bool = True
     """The engine releases its memory during training (sleep mode)."""
+    engine_tp: int = 1
+    """The engine's tensor parallelism (its weights are split over that many GPUs)."""
     overhead_bytes: int = 3 * GiB
     """CUDA context, NCCL buffers and fragmentation."""
     resident_bytes: float = 0.0
@@ -129,6 +140,8 @@ class MemoryBreakdown:
     """Activations kept for backward on the busiest stage, logits included."""
     vllm: float
     """The engine's share while it is awake."""
+    vllm_weights: float
+    """The engine's bf16 weights on this GPU, part of `vllm` (the rest is KV cache)."""
     overhead: float
     """Fixed overhead plus other resident memory (Layout.resident_bytes)."""
     train_phase: float
@@ -164,10 +177,11 @@ def memory_per_gpu(arch: Qwen3Arch, layout: Layout, gpu_bytes: float = 80 * GiB)
     else:
         one_mb = tokens * layers * per_layer
     in_flight = min(layout.pp, layout.num_microbatches)
-    logits = tokens * 6.0 * arch.vocab_size / layout.tp / layout.cp
+    logits = tokens * float(LOGIT_BYTES) * arch.vocab_size / layout.tp / layout.cp
     activations = one_mb * in_flight + logits
 
     vllm = layout.vllm_memory_fraction * gpu_bytes
+    vllm_weights = 2.0 * arch.num_parameters / layout.engine_tp
     overhead = float(layout.overhead_bytes) + layout.resident_bytes
     trainer = weights + gradients + optimizer + activations
     if layout.vllm_sleep:
@@ -176,4 +190,5 @@ def memory_per_gpu(arch: Qwen3Arch, layout: Layout, gpu_bytes: float = 80 * GiB)
     else:
         train_phase = trainer + vllm + overhead
         generate_phase = train_phase
-    return MemoryBreakdown(weights, gradients, optimizer, activations, vllm, overhead, train_phase, generate_phase)
+    return MemoryBreakdown(weights, gradients, optimizer, activations, vllm, vllm_weights, overhead, train_phase,
+                           generate_phase)

@@ -86,6 +86,7 @@ def layout_for(config: RunConfig) -> Layout:
         distributed_optimizer=config.optimizer.use_distributed_optimizer,
         vllm_memory_fraction=config.rollout.engine.gpu_memory_utilization,
         vllm_sleep=config.rollout.engine.enable_sleep_mode,
+        engine_tp=config.rollout.engine.tensor_parallel_size,
         resident_bytes=config.plan.resident_gib * GiB,
     )
 
@@ -109,6 +110,8 @@ def memory_comment(config: RunConfig) -> str:
         f"# per step <= {tokens_per_step(config)} tokens -> {layout.num_microbatches} micro-batch(es) of "
         f"{layout.micro_batch_tokens} tokens per DP rank",
         "# per GPU: " + ", ".join(mem.lines()[:6]),
+        f"# engines: {layout.world // layout.engine_tp} x TP {layout.engine_tp}; weights {mem.vllm_weights / GiB:.1f} GiB "
+        f"of the {mem.vllm / GiB:.1f} GiB share, KV cache {(mem.vllm - mem.vllm_weights) / GiB:.1f} GiB",
         f"# train phase {mem.train_phase / GiB:.1f} GiB, generate phase {mem.generate_phase / GiB:.1f} GiB "
         f"(vLLM sleep mode {layout.vllm_sleep}) -> peak {mem.peak / GiB:.1f} of {config.plan.gpu_memory_gib:g} GiB",
         END,
