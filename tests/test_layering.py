@@ -18,7 +18,7 @@ LAYERS = [
     ("rollout", "discriminator"),
     ("colocation", "algorithm", "eval"),
     ("checkpoint", "metrics", "teacher", "launch_check", "launcher"),
-    ("outcome", "preflight"),
+    ("outcome", "preflight", "dataprep"),
     ("stop", "nonfinite"),
     ("runtime",),
     ("train",),

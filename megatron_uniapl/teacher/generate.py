@@ -10,7 +10,11 @@ each prompt of an RL-prompt file (IFEval files are accepted as is) with the poli
   demonstration format; `id` is the prompt's key);
 - `OUT.attempts.jsonl`: one line per prompt tried, `{"id", "samples", "passing", "truncated",
   "kept"}`, so that prompts whose samples were all rejected are not retried on restart and the
-  counts of the whole run can be summed.
+  counts of the whole run can be summed; a prompt with no kept sample also records its first
+  finished non-blank sample as `"rejected_response"` (or null), which the data split can keep
+  as a failing reference;
+- `OUT.runs.json`: per invocation, the teacher, prompt file (sha256), filter, sampling and
+  counts (for the data manifest).
 
 A prompt's key is its `key` field, or else a hash of its text (identical prompts then share one
 demonstration). A restart skips every key present in either file; see `record_log` for how an
@@ -202,6 +206,16 @@ def generate_demos(config: DemoConfig, engine=None) -> dict:
     return _finish(summary, config)
 
 
+def rejected_response(samples: list[Generation], config: DemoConfig) -> str | None:
+    """The first finished, non-blank sample of a prompt that kept none (what a failing reference
+    would be), or None."""
+    for generation in samples:
+        text = response_text(generation)
+        if text.strip() and (config.keep_truncated or generation.finish_reason != "length"):
+            return text
+    return None
+
+
 def _run(engine, prompts, prompt_ids, done, config: DemoConfig, log_path: Path, summary: dict) -> None:
     writer = gen.is_writer()
     demos = record_log.AppendLog(config.out) if writer else None
@@ -222,7 +236,10 @@ def _run(engine, prompts, prompt_ids, done, config: DemoConfig, log_path: Path, 
                 chosen, counts = choose(prompt, generations, config)
                 if chosen is not None:
                     demo_records.append({"prompt": prompt.prompt, "response": chosen, "id": key})
-                attempt_records.append({"id": key, **counts})
+                attempt = {"id": key, **counts}
+                if chosen is None:
+                    attempt["rejected_response"] = rejected_response(generations, config)
+                attempt_records.append(attempt)
                 summary["generated"] += 1
                 summary["kept" if chosen is not None else "rejected"] += 1
                 summary["samples"] += counts["samples"]
@@ -246,7 +263,21 @@ def _finish(summary: dict, config: DemoConfig) -> dict:
         kept = record_log.read_keys(config.out, "id")
         summary["total_demonstrations"] = sum(1 for key in kept if key in keys)
         summary["total_without_demonstration"] = len(keys) - summary["total_demonstrations"]
+        _record_run(config, summary)
     return summary
+
+
+def _record_run(config: DemoConfig, summary: dict) -> None:
+    from dataclasses import asdict
+
+    from megatron_uniapl.data.manifest import append_run_record, sha256_file
+
+    append_run_record(config.out, {
+        "teacher": str(config.teacher), "prompts": str(config.prompts),
+        "prompts_sha256": sha256_file(config.prompts), "filter": config.filter,
+        "keep_truncated": config.keep_truncated, "limit": config.limit,
+        "sampling": asdict(config.sampling), "summary": dict(summary),
+    })
 
 
 def build_parser() -> argparse.ArgumentParser:
