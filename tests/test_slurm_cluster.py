@@ -19,9 +19,11 @@ import os
 import re
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import pytest
@@ -63,7 +65,34 @@ def repo(tmp_path_factory):
     dest = tmp_path_factory.mktemp("slurm") / "repo"
     shutil.copytree(ROOT, dest, ignore=shutil.ignore_patterns(
         ".git", ".venv", "runs", "*.out", "*.stop", "__pycache__", ".pytest_cache", "*.egg-info", ".cache", "scaling.png"))
-    return dest
+    yield dest
+    # The jobs' processes run in this copy. One that outlived its job (escaped Slurm's process
+    # tracking) would slow every later test: end it, and say so.
+    leftovers = processes_in(dest)
+    for pid in leftovers:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    if leftovers:
+        warnings.warn(f"{len(leftovers)} process(es) of the Slurm jobs outlived them and were killed: "
+                      f"{sorted(leftovers.items())[:5]}")
+
+
+def processes_in(folder: Path) -> dict[int, str]:
+    """{pid: command line} of the processes whose working directory is inside `folder`."""
+    found = {}
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit() or int(proc.name) == os.getpid():
+            continue
+        try:
+            cwd = Path(os.readlink(proc / "cwd"))
+            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if cwd == folder or folder in cwd.parents:
+            found[int(proc.name)] = cmdline[:200]
+    return found
 
 
 @pytest.fixture(scope="module")

@@ -322,6 +322,7 @@ def test_colocated_tensor_parallel_engines_under_torchrun(tiny_dir, tmp_path):
     sample the same tokens, and the trainer's world outlives the engines."""
     import json
     import os
+    import signal
     import socket
     import subprocess
     import sys
@@ -332,13 +333,23 @@ def test_colocated_tensor_parallel_engines_under_torchrun(tiny_dir, tmp_path):
         port = sock.getsockname()[1]
     out = tmp_path / "ranks.json"
     worker = Path(__file__).with_name("vllm_colocated_worker.py")
-    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]))
-    proc = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", str(port),
-         str(worker), str(tiny_dir), str(out)],
-        env=env, capture_output=True, text=True, timeout=300,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    # Unbuffered, so a failure shows how far each rank got; an explicit loopback address, so
+    # neither the rendezvous nor gloo depends on how this machine's hostname resolves.
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]), PYTHONUNBUFFERED="1",
+               GLOO_SOCKET_IFNAME="lo")
+    argv = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-addr", "127.0.0.1",
+            "--master-port", str(port), str(worker), str(tiny_dir), str(out)]
+    # Its own session, so a timeout ends the ranks too, not only torchrun (orphaned ranks would
+    # slow every later test).
+    with subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                          start_new_session=True) as child:
+        try:
+            output, _ = child.communicate(timeout=600)
+        except subprocess.TimeoutExpired:
+            os.killpg(child.pid, signal.SIGKILL)
+            output, _ = child.communicate()
+            pytest.fail(f"two ranks with TP-2 engines did not finish in 600 s; their output:\n{output[-6000:]}")
+    assert child.returncode == 0, output[-3000:]
     ranks = json.loads(out.read_text())
     for rank in ranks:
         assert rank["result"]["diff_before"] < FP32_TOL and rank["result"]["diff_after"] < FP32_TOL
