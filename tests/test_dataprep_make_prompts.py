@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from megatron_uniapl.data.schemas import read_demonstrations, read_rl_prompts
-from megatron_uniapl.dataprep import builder, decontam, manifest
+from megatron_uniapl.data import manifest
+from megatron_uniapl.dataprep import builder, decontam
 from megatron_uniapl.dataprep.make_prompts import MakePromptsConfig, main, make_prompts
 from megatron_uniapl.rewards.reward import score
 
