@@ -16,6 +16,7 @@ import os
 from pathlib import Path
 
 from megatron_uniapl.config import ConfigError, RunConfig, load_config
+from megatron_uniapl.config.sections import check_model_layout, read_model_config
 
 
 def path_problems(config: RunConfig) -> list[str]:
@@ -69,8 +70,8 @@ def check(recipe: str, overrides: list[str], world: int | None) -> list[str]:
         config = load_config(recipe, usable, validate=False)
     except ConfigError as err:  # overrides fine alone but not together (e.g. a list index)
         return [*problems, str(err)]
-    for step in (config.validate, lambda: world is not None and config.check_world(world),
-                 lambda: _layout_fits_model(config)):
+    # check_world includes the model's shape; without a world size, the shape alone.
+    for step in (config.validate, lambda: config.check_world(world) if world is not None else _layout_fits_model(config)):
         try:
             step()
         except (ConfigError, ValueError) as err:  # ValueError: a config.json that is no Qwen3
@@ -81,11 +82,9 @@ def check(recipe: str, overrides: list[str], world: int | None) -> list[str]:
 def _layout_fits_model(config: RunConfig) -> None:
     """The trainer's and the engines' layouts against the model's heads and layers, when the
     model's config.json is reachable (ConfigError naming the field otherwise)."""
-    if config.model.hf_dir and (Path(config.model.hf_dir) / "config.json").is_file():
-        from megatron_uniapl.model.hf_config import load_qwen3_arch
-
-        arch = load_qwen3_arch(config.model.hf_dir)
-        config.check_arch(arch.num_attention_heads, arch.num_key_value_heads, arch.num_layers)
+    hf_config = read_model_config(config.model.hf_dir)
+    if hf_config is not None:
+        check_model_layout(config, hf_config, f"{config.model.hf_dir}/config.json")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -76,7 +76,10 @@ def test_config_values(case, override, pattern):
     (4, ["model.tensor_parallel=4"], r"model\.tensor_parallel=4 does not divide the model's 2 key/value heads"),
     (3, ["model.pipeline_parallel=3"], r"pipeline_parallel x virtual_pipeline_stages = 3 does not divide the model's 2 layers"),
     (2, ["rollout.engine.tensor_parallel_size=3", "rollout.engine.distributed_executor_backend=external_launcher"],
-     r"2 ranks are not divisible by rollout\.engine\.tensor_parallel_size=3"),
+     r"rollout\.engine\.tensor_parallel_size=3 does not divide plan\.gpus_per_node=1: an engine would span nodes"),
+    (2, ["plan.gpus_per_node=4", "rollout.engine.tensor_parallel_size=4",
+         "rollout.engine.distributed_executor_backend=external_launcher"],
+     r"2 ranks are not divisible by rollout\.engine\.tensor_parallel_size=4"),
 ])
 def test_layout_is_checked_with_the_config(case, monkeypatch, world, overrides, pattern):
     monkeypatch.setenv("WORLD_SIZE", str(world))  # as torchrun sets it; no process group is created

@@ -210,7 +210,7 @@ def test_engine_and_trainer_pairings(tmp_path):
         config.check_world(6)
     config.check_arch(num_attention_heads=32, num_key_value_heads=8, num_layers=36)
     config.check_arch(num_attention_heads=16, num_key_value_heads=2, num_layers=28)  # vLLM replicates KV heads
-    with pytest.raises(ConfigError, match="model.tensor_parallel=2 does not divide the model's 1 KV heads"):
+    with pytest.raises(ConfigError, match="model.tensor_parallel=2 does not divide the model's 1 key/value heads"):
         config.check_arch(num_attention_heads=16, num_key_value_heads=1, num_layers=28)
     with pytest.raises(ConfigError, match="rollout.engine.tensor_parallel_size=4 does not fit the model's 14 attention"):
         config.check_arch(num_attention_heads=14, num_key_value_heads=2, num_layers=28)

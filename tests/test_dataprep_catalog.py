@@ -16,7 +16,8 @@ INSTRUCTION = "Describe a quiet morning in a small fishing town."
 
 
 def test_catalog_covers_exactly_the_registry():
-    assert set(catalog.SPECS) == set(registered())
+    # tests/test_rewards_registry.py registers a type of its own ("test:..."), as a user would
+    assert set(catalog.SPECS) == {iid for iid in registered() if not iid.startswith("test:")}
     assert len(catalog.SPECS) == 25
 
 
