@@ -57,6 +57,6 @@ def test_layouts_are_checked_against_the_models_heads(tmp_path, monkeypatch):
     base = [f"model.hf_dir={model}", f"logging.run_dir={tmp_path}/run", "model.create_tiny=false"]
     assert check(TINY, [*base, "model.tensor_parallel=2"], world=2) == []
     [problem] = check(TINY, [*base, "model.tensor_parallel=4"], world=4)
-    assert problem == "model.tensor_parallel=4 does not divide the model's 2 KV heads"
+    assert problem == f"model.tensor_parallel=4 does not divide the model's 2 key/value heads ({model}/config.json)"
     [problem] = check(TINY, [*base, "model.pipeline_parallel=4"], world=4)
     assert "does not divide the model's 2 layers" in problem
