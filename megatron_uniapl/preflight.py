@@ -81,8 +81,11 @@ def _arch(config: RunConfig):
 
 def check_storage(config: RunConfig, arch, newest: Path | None) -> None:
     """Writable run and checkpoint directories, and free space for one more checkpoint (the size
-    of the newest one, or an estimate from the model's parameter count)."""
+    of the newest one, or an estimate from the model's parameter count); with checkpoints off,
+    the run directory only (the checkpoint directory is not even created)."""
     storage.check_writable(config.logging.run_dir, "logging.run_dir")
+    if not config.checkpoint.enabled:  # a run that writes no checkpoint (e.g. a scaling study)
+        return
     storage.check_writable(config.checkpoint_dir, "checkpoint.dir")
     if newest is not None:
         need = storage.directory_bytes(newest)
