@@ -3,9 +3,8 @@
 A loopback cluster (scripts/slurm_test_cluster.sh: one controller, two node daemons, 2 CPUs and two
 placeholder GPUs per node, node names resolving to their own 127.0.0.x addresses) runs, in order:
 the scaling study over 1 and 2 nodes with one GPU per node followed by the README's report command,
-a 1-node x 2-process training job cancelled after a checkpoint and resubmitted, the conversion
-job, and the time-limit signal (save, exit 75, requeue; skipped while the trainer does not act on
-a stop request). The jobs run in a copy of the repository, so the checkout stays as it was.
+a 1-node x 2-process training job cancelled mid-run (it saves on the SIGTERM) and resubmitted,
+the conversion job, and the time-limit signal (save, exit 75, requeue, resume). The jobs run in a copy of the repository, so the checkout stays as it was.
 
 Opt-in, because starting the cluster needs root and edits /etc/hosts (lines removed afterwards):
 UNIAPL_TEST_SLURM=1 uses an installed slurm-wlm; UNIAPL_TEST_SLURM=install also lets the script
@@ -36,8 +35,6 @@ JOB_TIMEOUT_S = 900
 DONE = ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "BOOT_FAIL", "DEADLINE")
 
 pytestmark = pytest.mark.slow
-# What the cancel test saw the trainer do on SIGTERM (the stop contract), for the signal test.
-TRAINER: dict[str, bool] = {}
 
 
 @pytest.fixture(scope="module")
@@ -203,18 +200,22 @@ def test_scaling_study_over_one_and_two_nodes_then_the_readme_report(repo, env):
 
 
 def test_scancel_then_resubmit_resumes_from_the_last_checkpoint(repo, env):
-    """1 node x 2 processes (the `nodes` metric must say 1 after vLLM rewrote LOCAL_WORLD_SIZE)."""
+    """1 node x 2 processes (the `nodes` metric must say 1 after vLLM rewrote LOCAL_WORLD_SIZE).
+    scancel sends SIGTERM: the trainer finishes its step, saves, and the resubmitted job resumes
+    from that checkpoint."""
     start = time.time()
     command = ["sbatch", "--gpus-per-node=2", "slurm/qwen3_4b_uniapl.sh", "recipes/tiny_cpu.yaml", "train.steps=4", *TINY,
                "checkpoint.every=2", "logging.log_every=1", "logging.run_dir=runs/resume"]
     run_dir = repo / "runs" / "resume"
     [first] = submitted(sh(command, env, repo))
-    # Cancel once step 3 is logged: iteration 2 is saved, step 3 is not.
-    info = wait(first, env, until=lambda i: i["JobState"] in DONE or any(r["step"] == 3 for r in rows(run_dir)))
+    # Cancel once step 2 is logged: iteration 2 is (being) saved; the stop request saves the step
+    # in progress, so the job resumes at step 2 or 3 and step 4 is left to the second job.
+    info = wait(first, env, until=lambda i: i["JobState"] in DONE or any(r["step"] == 2 for r in rows(run_dir)))
     assert info["JobState"] == "RUNNING", f"job {first} ended before it could be cancelled:\n{log_of(info)[-3000:]}"
     sh(["scancel", first], env, repo)
     before = {r["step"]: r for r in rows(run_dir)}
-    assert wait(first, env)["JobState"] == "CANCELLED"
+    cancelled = wait(first, env)
+    assert cancelled["JobState"] == "CANCELLED"
     assert (run_dir / "checkpoints" / "iter_0000002").is_dir()
 
     [second] = submitted(sh(command, env, repo))
@@ -223,8 +224,8 @@ def test_scancel_then_resubmit_resumes_from_the_last_checkpoint(repo, env):
     resumed = re.search(r"resumed from (\S+) at step (\d+)", log_of(info))
     assert resumed, log_of(info)[-3000:]
     step = int(resumed.group(2))
-    assert 2 <= step <= max(before)  # the periodic checkpoint, or one saved on the stop request
-    TRAINER["saves_on_stop"] = step > 2
+    assert 2 <= step <= 3 and step <= max(before)  # the periodic checkpoint, or one saved on the stop request
+    assert "SIGTERM received: the run stops after the current step and saves" in log_of(cancelled)
     after = rows(run_dir)
     assert [r["step"] for r in after] == [1, 2, 3, 4]
     assert {(r["nodes"], r["gpus"]) for r in after} == {(1, 2)}
@@ -258,13 +259,7 @@ def test_conversion_job(repo, env):
 
 def test_time_limit_signal_saves_and_requeues(repo, env):
     """USR1 to the batch shell (what `--signal=B:USR1@...` sends before the time limit): the script
-    touches the stop file, the trainer saves and exits 75, the script requeues, the job resumes.
-
-    Needs the trainer's side of the stop contract; skipped, by behaviour, while the trainer runs on
-    through a stop request."""
-    if TRAINER.get("saves_on_stop") is False:
-        pytest.skip("the trainer did not save on scancel's SIGTERM in the cancel test (it resumed from the periodic "
-                    "checkpoint): the trainer's side of the stop contract is missing. Passes once it is there.")
+    touches the stop file, the trainer saves and exits 75, the script requeues, the job resumes."""
     start = time.time()
     run_dir = repo / "runs" / "stop"
     command = ["sbatch", "--gpus-per-node=1", "slurm/train.sh", "recipes/tiny_cpu.yaml", "train.steps=3", *TINY,
@@ -278,12 +273,7 @@ def test_time_limit_signal_saves_and_requeues(repo, env):
     info = wait(job_id, env, until=lambda i: i["JobState"] in DONE or i["Restarts"] != "0")
     text = log_of(info)
     assert "stop: SIGUSR1 received" in text, text[-3000:]
-    if info["Restarts"] == "0":
-        assert info["JobState"] == "COMPLETED", text[-3000:]
-        assert [r["step"] for r in rows(run_dir)] == [1, 2, 3]
-        pytest.skip("the trainer ran on through the stop request (UNIAPL_STOP_FILE) instead of saving and exiting "
-                    "75; the Slurm side worked (USR1 trapped, stop file written). Passes once the trainer implements "
-                    "the stop contract.")
+    assert info["Restarts"] != "0", f"the job was not requeued after the stop request:\n{text[-3000:]}"
     assert "requeueing job" in text
     # Slurm holds a requeued job for two minutes before it may start again; release it now.
     wait(job_id, env, until=lambda i: i["JobState"] == "PENDING" or i["JobState"] in DONE)
