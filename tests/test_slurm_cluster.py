@@ -277,7 +277,7 @@ def test_time_limit_signal_saves_and_requeues(repo, env):
     assert "requeueing job" in text
     # Slurm holds a requeued job for two minutes before it may start again; release it now.
     wait(job_id, env, until=lambda i: i["JobState"] == "PENDING" or i["JobState"] in DONE)
-    subprocess.run(["scontrol", "update", f"jobid={job_id}", "begintime=now"], env=env, capture_output=True)
+    sh(["scontrol", "update", f"jobid={job_id}", "StartTime=now"], env, repo)
     info = completed(job_id, env)
     print(f"time-limit signal, save, requeue, resume: {time.time() - start:.0f} s")
     assert info["Restarts"] == "1"
