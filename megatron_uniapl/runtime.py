@@ -17,6 +17,7 @@ from megatron_uniapl import parallel, preflight
 from megatron_uniapl.checkpoint import resume
 from megatron_uniapl.checkpoint.resume import save  # noqa: F401 - the loop saves through runtime
 from megatron_uniapl.checkpoint.state import RNGStreams, Stateful
+from megatron_uniapl.checkpoint.writer_process import shield_writer_helper
 from megatron_uniapl.config.objective import ObjectiveConfig
 from megatron_uniapl.config.sections import RunConfig
 from megatron_uniapl.config.yaml_io import ConfigError
@@ -245,6 +246,8 @@ def build_runtime(config: RunConfig, plan: preflight.Plan | None = None) -> Runt
         discriminator=_discriminator(config, any(s.uses_discriminator for s in stages), tokenizer, load_weights=fresh),
     )
     resume.restore(rt, plan.resume_from)
+    if config.checkpoint.enabled:  # now, while there is nothing to save (checkpoint/writer_process.py)
+        shield_writer_helper()
     if any(s.uses_rollouts for s in stages):
         _start_engine(rt, hf_dir)
         if config.reward.num_workers > 0:

@@ -50,7 +50,25 @@ def shield_writer_helper() -> None:
     from multiprocessing.managers import SyncManager
 
     manager = SyncManager(ctx=mp.get_context("spawn"))
-    manager.start(initializer=_helper_init)
+    start_deaf_to_stop_signals(manager)
     _managers.append(manager)  # lives as long as this process; shut down at exit
     filesystem_async._results_queue = manager.Queue()
     logger.debug("started the checkpoint writer's result helper (pid %s)", manager._process.pid)
+
+
+def start_deaf_to_stop_signals(manager) -> None:
+    """Start a multiprocessing manager whose process ignores SIGTERM and SIGINT from birth.
+
+    The launcher signals the whole process group, and a helper that gets SIGTERM before its
+    initializer has run dies and takes the next save with it (a stop request's save failed that
+    way under Slurm when the helper was first started by that very save). An ignored disposition
+    survives fork and exec (a blocked mask does not: the spawn resets it), so the signals are
+    ignored in this process while the child starts, about a second. A stop signal that reaches
+    this process in that second is lost: that is why the runtime starts the helper while the run
+    starts up, when there is nothing to save yet, and not at the first save."""
+    handlers = {signum: signal.signal(signum, signal.SIG_IGN) for signum in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        manager.start(initializer=_helper_init)
+    finally:
+        for signum, handler in handlers.items():
+            signal.signal(signum, handler)
