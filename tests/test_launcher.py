@@ -75,7 +75,10 @@ def test_node_rank_from_slurm_nodeid(tmp_path, monkeypatch):
 
     seen = {}
     monkeypatch.setenv("SLURM_NODEID", "1")
-    monkeypatch.delenv("PET_NODE_RANK", raising=False)
+    # The launcher sets PET_NODE_RANK in this process's environment: recorded here so that it is
+    # removed afterwards (a leftover made a later torchrun wait forever as node 1 of 1).
+    monkeypatch.setenv("PET_NODE_RANK", "")
+    monkeypatch.delenv("PET_NODE_RANK")
     monkeypatch.setattr(torchrun, "run", lambda args: seen.setdefault("node_rank", args.node_rank))
     assert launcher.main(["--nnodes=2", "--rdzv-backend=static", "--master-addr=n0", "x.py"]) == 0
     assert seen == {"node_rank": 1}

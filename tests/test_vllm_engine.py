@@ -335,8 +335,10 @@ def test_colocated_tensor_parallel_engines_under_torchrun(tiny_dir, tmp_path):
     worker = Path(__file__).with_name("vllm_colocated_worker.py")
     # Unbuffered, so a failure shows how far each rank got; an explicit loopback address, so
     # neither the rendezvous nor gloo depends on how this machine's hostname resolves.
-    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]), PYTHONUNBUFFERED="1",
-               GLOO_SOCKET_IFNAME="lo")
+    # Nothing of another launch (PET_* are torchrun's defaults for its own arguments).
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PET_", "TORCHELASTIC_")) and k not in (
+        "RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "GROUP_RANK", "MASTER_ADDR", "MASTER_PORT")}
+    env.update(PYTHONPATH=str(Path(__file__).resolve().parents[1]), PYTHONUNBUFFERED="1", GLOO_SOCKET_IFNAME="lo")
     argv = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-addr", "127.0.0.1",
             "--master-port", str(port), str(worker), str(tiny_dir), str(out)]
     # Its own session, so a timeout ends the ranks too, not only torchrun (orphaned ranks would
