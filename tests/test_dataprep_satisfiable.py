@@ -27,6 +27,23 @@ def passes(pairs, response: str) -> bool:
     return all(follow_list(constraints, response))
 
 
+class Tally:
+    """Draws tried: refused by a value rule (counted by reason), witnessed, or failed."""
+
+    def __init__(self) -> None:
+        self.checked, self.refused, self.failed = 0, Counter(), []
+
+    def add(self, pairs) -> None:
+        why = conflicts.value_conflict(pairs)
+        if why:
+            self.refused[why[0]] += 1
+            return
+        proof = witness.build(pairs)
+        self.checked += 1
+        if proof is None or not passes(pairs, proof):
+            self.failed.append(pairs)
+
+
 def test_conflict_table():
     assert conflicts.table_size() == 23
     for pair, why in conflicts.CONFLICTING_TYPES.items():
@@ -37,44 +54,28 @@ def test_conflict_table():
 
 
 def test_every_allowed_pair_has_a_witness():
-    checked, refused, failed = 0, Counter(), []
+    tally = Tally()
     for a, b in itertools.combinations(TYPES, 2):
         if conflicts.type_conflict(a, b):
             continue
         for draw in range(DRAWS_PER_PAIR):
             rng = random.Random(f"{a}|{b}|{draw}")
-            pairs = [(a, SPECS[a].sample(rng, INSTRUCTION)), (b, SPECS[b].sample(rng, INSTRUCTION))]
-            why = conflicts.value_conflict(pairs)
-            if why:
-                refused[why[0]] += 1
-                continue
-            proof = witness.build(pairs)
-            checked += 1
-            if proof is None or not passes(pairs, proof):
-                failed.append(pairs)
-    assert failed == []
-    assert checked == 277 * DRAWS_PER_PAIR - sum(refused.values())
-    assert dict(refused) == {"case": 9, "script": 1}
+            tally.add([(a, SPECS[a].sample(rng, INSTRUCTION)), (b, SPECS[b].sample(rng, INSTRUCTION))])
+    assert tally.failed == []
+    assert tally.checked == 277 * DRAWS_PER_PAIR - sum(tally.refused.values())
+    assert dict(tally.refused) == {"case": 9, "script": 1}
 
 
 def test_sampled_triples_have_witnesses():
     rng = random.Random(7)
-    checked, refused, failed = 0, Counter(), []
-    while checked + sum(refused.values()) < TRIPLES:
+    tally = Tally()
+    while tally.checked + sum(tally.refused.values()) < TRIPLES:
         triple = rng.sample(TYPES, 3)
         if any(conflicts.type_conflict(a, b) for a, b in itertools.combinations(triple, 2)):
             continue
-        pairs = [(t, SPECS[t].sample(rng, INSTRUCTION)) for t in triple]
-        why = conflicts.value_conflict(pairs)
-        if why:
-            refused[why[0]] += 1
-            continue
-        proof = witness.build(pairs)
-        checked += 1
-        if proof is None or not passes(pairs, proof):
-            failed.append(pairs)
-    assert failed == []
-    assert (checked, dict(refused)) == (384, {"case": 11, "script": 4, "repeat": 1})
+        tally.add([(t, SPECS[t].sample(rng, INSTRUCTION)) for t in triple])
+    assert tally.failed == []
+    assert (tally.checked, dict(tally.refused)) == (384, {"case": 11, "script": 4, "repeat": 1})
 
 
 @pytest.mark.parametrize("pair", [("change_case:english_capital", "change_case:english_lowercase"),
