@@ -24,6 +24,8 @@ import shutil
 import uuid
 from pathlib import Path
 
+from megatron_uniapl.data.manifest import replace_dir_atomic
+
 logger = logging.getLogger(__name__)
 
 FORMAT = "megatron_uniapl.train/2"
@@ -129,14 +131,8 @@ def prune(root: str | Path, keep_last: int) -> None:
 
 def replace_iteration(stage: Path, final: Path) -> None:
     """Publish `stage` as `final`; an existing `final` (a re-save of the same step after a
-    resume) is moved away first and deleted after."""
-    if final.exists():
-        old = final.parent / f"{final.name}.deleting-{token()}"
-        os.replace(final, old)
-        os.replace(stage, final)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(stage, final)
+    resume) is moved out of the `iter_*` namespace first (`*.deleting-*`) and deleted after."""
+    replace_dir_atomic(stage, final, "deleting")
 
 
 def clean_leftovers(root: str | Path) -> list[str]:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import shutil
 import uuid
 from dataclasses import dataclass
@@ -27,6 +26,7 @@ import torch
 import torch.distributed as dist
 
 from megatron_uniapl.assets import TOKENIZER_FILES
+from megatron_uniapl.data.manifest import replace_dir_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -133,14 +133,7 @@ def new_token() -> str:
 
 def publish(stage: Path, out_dir: str | Path) -> None:
     """Atomically make `stage` visible as `out_dir` (rank 0 only), replacing an old one."""
-    out = Path(out_dir)
-    if out.exists():
-        old = out.parent / f"{out.name}.old-{uuid.uuid4().hex[:8]}"
-        os.replace(out, old)
-        os.replace(stage, out)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(stage, out)
+    replace_dir_atomic(stage, Path(out_dir), "old")
 
 
 def copy_hf_files(hf_dir: str | Path, dest: Path) -> bool:

@@ -11,7 +11,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import tempfile
+import uuid
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -42,6 +44,19 @@ def write_text_atomic(path: Path, content: str) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def replace_dir_atomic(stage: Path, final: Path, aside: str) -> None:
+    """Publish the finished directory `stage` as `final` by rename. An existing `final` is first
+    renamed to `<final>.<aside>-<hex>` and deleted after, so `final` is always a whole directory."""
+    stage, final = Path(stage), Path(final)
+    if not final.exists():
+        os.replace(stage, final)
+        return
+    old = final.parent / f"{final.name}.{aside}-{uuid.uuid4().hex[:12]}"
+    os.replace(final, old)
+    os.replace(stage, final)
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def write_jsonl_atomic(path: Path, records: Iterable[dict]) -> int:
