@@ -25,9 +25,11 @@ from pathlib import Path
 
 from megatron_uniapl.checkpoint import layout, resume, storage
 from megatron_uniapl.config.sections import RunConfig
+from megatron_uniapl.config.yaml_io import ConfigError
 from megatron_uniapl.data.schemas import read_demonstrations, read_rl_prompts
 from megatron_uniapl.data.stream import RecordStream
 from megatron_uniapl.device import check_run as check_device
+from megatron_uniapl.model.tiny import tiny_model_seed
 
 logger = logging.getLogger(__name__)
 
@@ -66,8 +68,8 @@ def read_data(config: RunConfig) -> tuple[RecordStream | None, RecordStream | No
     scores_rl = any(s.uses_discriminator and s.rollout_prompts == "rl" for s in stages)
     why = (f"discriminator.kind={config.discriminator.kind} scores every RL rollout against the expert "
            f"reference of its prompt") if scores_rl else None
-    demos = RecordStream(read_demonstrations(d.demo_file), d.shuffle_seed, d.demo_file) if uses_demos else None
-    prompts = (RecordStream(read_rl_prompts(d.rl_prompt_file, require_reference=why), d.shuffle_seed + 1,
+    demos = RecordStream(read_demonstrations(d.demo_file), config.data_seed, d.demo_file) if uses_demos else None
+    prompts = (RecordStream(read_rl_prompts(d.rl_prompt_file, require_reference=why), config.data_seed + 1,
                             d.rl_prompt_file) if uses_rl else None)
     return demos, prompts
 
@@ -77,6 +79,21 @@ def _arch(config: RunConfig):
 
     hf_dir = Path(config.model.hf_dir)
     return load_qwen3_arch(hf_dir) if (hf_dir / "config.json").is_file() else None
+
+
+def check_tiny_model(config: RunConfig) -> None:
+    """With `model.create_tiny`, a tiny model an earlier run created must have been drawn with
+    `train.seed`: reusing another seed's model would make the seed vary sampling but not the
+    initial weights, which a comparison over seeds cannot tell from the method's own spread."""
+    hf_dir = Path(config.model.hf_dir)
+    if not config.model.create_tiny or not (hf_dir / "config.json").is_file():
+        return
+    seed = tiny_model_seed(hf_dir)  # None: a model the user put there, used as it is
+    if seed is not None and seed != config.train.seed:
+        raise ConfigError(
+            f"model.hf_dir={hf_dir} holds a tiny model drawn with seed {seed} (model.create_tiny), but "
+            f"train.seed is {config.train.seed}: set model.hf_dir to a directory for this seed (it is "
+            f"created there), or delete {hf_dir}")
 
 
 def check_storage(config: RunConfig, arch, newest: Path | None) -> None:
@@ -103,6 +120,7 @@ def check_run(config: RunConfig, rank: int | None = None, world: int | None = No
     env_rank, env_size = env_world()
     rank = env_rank if rank is None else rank
     config.check_world(env_size if world is None else world)
+    check_tiny_model(config)
     demos, prompts = read_data(config)
     if rank == 0:
         layout.clean_leftovers(config.checkpoint_dir)

@@ -124,11 +124,12 @@ class Runtime:
 def _model_dir(config: RunConfig) -> Path:
     hf_dir = Path(config.model.hf_dir)
     if config.model.create_tiny and not (hf_dir / "config.json").is_file():
-        from megatron_uniapl.model.tiny import create_tiny_qwen3
+        from megatron_uniapl.model.tiny import create_tiny_qwen3, record_run_seed
 
         if not dist.is_initialized() or dist.get_rank() == 0:
             logger.info("creating a tiny random Qwen3 with the real tokenizer in %s", hf_dir)
             create_tiny_qwen3(hf_dir, seed=config.train.seed)
+            record_run_seed(hf_dir, config.train.seed)
         if dist.is_initialized():
             dist.barrier()
     return hf_dir

@@ -193,6 +193,26 @@ def test_resume_with_a_data_file_of_another_size(case):
     case.fails([], r"demos\.jsonl has 90 records, but .*iter_0000002 was taken with 92")
 
 
+def test_resume_with_another_data_order_seed(case):
+    stream = {"epoch": 0, "cursor": 4, "size": 92, "seed": 0}
+    write_checkpoint(case, state={"demo_stream": stream, "rl_stream": {**stream, "seed": 1}})
+    case.fails(["train.seed=3"], r"demos\.jsonl: .*iter_0000002 was taken with data order seed 0, this run has 3 "
+                                 r"\(train\.seed, or data\.shuffle_seed when set\)")
+
+
+def test_a_tiny_model_created_with_another_seed(case, tmp_path):
+    import shutil
+
+    from megatron_uniapl.model.tiny import record_run_seed
+
+    model = tmp_path / "tiny_model"
+    shutil.copytree(case.hf_dir, model)
+    record_run_seed(model, 0)
+    case.fails([f"model.hf_dir={model}", "model.create_tiny=true", "train.seed=1"],
+               r"model\.hf_dir=.*tiny_model holds a tiny model drawn with seed 0 \(model\.create_tiny\), but "
+               r"train\.seed is 1")
+
+
 def test_unwritable_checkpoint_dir(case, tmp_path):
     (tmp_path / "a_file").write_text("x")
     case.fails([f"checkpoint.dir={tmp_path}/a_file/ckpt"], r"checkpoint\.dir=.*a_file/ckpt: cannot write there")

@@ -92,8 +92,8 @@ def check_compatible(path: Path, marker: dict, config, arch) -> None:
 
 
 def check_data_sizes(path: Path, streams: dict) -> None:
-    """CheckpointError when a data file has another number of records than when `path` was saved.
-    `streams`: {part name: RecordStream}."""
+    """CheckpointError when a data file has another number of records, or the run another data
+    order seed, than when `path` was saved. `streams`: {part name: RecordStream}."""
     state = read_json(path / layout.STATE_FILE)
     for name, stream in streams.items():
         saved = (state.get(name) or {}).get("size")
@@ -101,6 +101,12 @@ def check_data_sizes(path: Path, streams: dict) -> None:
             raise CheckpointError(
                 f"{stream.name} has {len(stream.records)} records, but {path} was taken with {saved}: "
                 f"the data position cannot be restored; use the data the run started with")
+        seed = (state.get(name) or {}).get("seed")
+        if stream is not None and seed is not None and seed != stream.seed:
+            raise CheckpointError(
+                f"{stream.name}: {path} was taken with data order seed {seed}, this run has {stream.seed} "
+                f"(train.seed, or data.shuffle_seed when set): the data position cannot be restored; "
+                f"resume with the seed the run started with")
 
 
 def save(rt) -> Path:

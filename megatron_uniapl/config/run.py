@@ -49,7 +49,9 @@ class TrainSection:
     steps: int = 100
     """Optimizer steps in total, over all stages."""
     seed: int = 0
-    """Seed of model initialization, sampling and data order."""
+    """The run's seed: rollout sampling, Megatron's RNG, the discriminator head's initialization,
+    the data order (unless `data.shuffle_seed` is set) and, with `model.create_tiny`, the tiny
+    model's weights (a directory created with another seed is refused, not silently reused)."""
     micro_batch_tokens: int = 8192
     """Token budget of one packed micro-batch per rank (samples are packed up to it)."""
     max_nonfinite_steps: int = 3

@@ -230,8 +230,9 @@ class DataSection:
     overlong: Literal["truncate", "skip"] = "skip"
     """Records over a limit: "skip" them, or "truncate" (prompts keep their end, responses their
     start). Either way they are counted and reported."""
-    shuffle_seed: int = 0
-    """Seed of the per-epoch shuffle of each data set."""
+    shuffle_seed: int | None = None
+    """Seed of the per-epoch shuffle of each data set; None follows `train.seed`, so that a run's
+    one seed varies its data order too (a study's seeds then differ in data as well as sampling)."""
 
     def validate(self) -> None:
         for name in ("prompts_per_step", "demos_per_step", "max_prompt_tokens", "max_response_tokens"):
@@ -272,6 +273,11 @@ class RunConfig:
     def checkpoint_dir(self) -> str:
         """`checkpoint.dir`, or `<run_dir>/checkpoints` when unset."""
         return self.checkpoint.dir or f"{self.logging.run_dir.rstrip('/')}/checkpoints"
+
+    @property
+    def data_seed(self) -> int:
+        """The seed of the data order: `data.shuffle_seed`, or `train.seed` when that is unset."""
+        return self.train.seed if self.data.shuffle_seed is None else self.data.shuffle_seed
 
     def validate(self) -> RunConfig:
         """Check every section and their agreement; raise ConfigError naming the field. Returns self."""

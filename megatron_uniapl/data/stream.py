@@ -56,13 +56,21 @@ class RecordStream(Generic[T]):
         return out
 
     def state_dict(self) -> dict:
-        return {"epoch": self.epoch, "cursor": self.cursor, "size": len(self.records)}
+        return {"epoch": self.epoch, "cursor": self.cursor, "size": len(self.records), "seed": self.seed}
 
     def load_state_dict(self, state: dict) -> None:
         if state["size"] != len(self.records):
             raise ValueError(
                 f"{self.name}: the checkpoint was taken with {state['size']} records, the dataset now has "
                 f"{len(self.records)}; resuming would not reproduce the run"
+            )
+        # A position in another shuffle is a different sequence of records (checkpoints from
+        # before the seed was recorded carry none and are taken as they are).
+        if state.get("seed", self.seed) != self.seed:
+            raise ValueError(
+                f"{self.name}: the checkpoint was taken with data order seed {state['seed']}, this run "
+                f"has {self.seed} (train.seed, or data.shuffle_seed when set); resuming would not "
+                f"reproduce the run"
             )
         self.epoch, self.cursor = state["epoch"], state["cursor"]
         self._order = self._shuffled(self.epoch)

@@ -7,10 +7,14 @@ vLLM fails below that, and the vocabulary is Qwen3's real (padded) one so the to
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
 from megatron_uniapl.assets import TOKENIZER_FILES, qwen3_tokenizer_dir
+
+TINY_MARKER = "uniapl_tiny.json"
+"""File in a run-created tiny model's directory recording the seed it was drawn with."""
 
 QWEN3_VOCAB_SIZE = 151936
 """Qwen3's embedding rows: the tokenizer's 151,669 tokens padded for efficient matmuls."""
@@ -67,3 +71,20 @@ def create_tiny_qwen3(out_dir: str | Path, seed: int = 0, with_tokenizer: bool =
         for name in TOKENIZER_FILES:
             shutil.copyfile(src / name, out / name)
     return out
+
+
+def record_run_seed(model_dir: str | Path, seed: int) -> None:
+    """Mark `model_dir` as the tiny model a run created (`model.create_tiny`) with `seed`.
+
+    Only the run's own creation is marked: a model passed in by a user or a test is theirs, and
+    `model.create_tiny` never touches a directory that already holds one."""
+    (Path(model_dir) / TINY_MARKER).write_text(json.dumps({"seed": seed}) + "\n")
+
+
+def tiny_model_seed(model_dir: str | Path) -> int | None:
+    """The seed a run drew the tiny model in `model_dir` with; None when no run created it
+    (no readable marker: a user's model, or one created before the seed was recorded)."""
+    try:
+        return int(json.loads((Path(model_dir) / TINY_MARKER).read_text())["seed"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
