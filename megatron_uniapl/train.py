@@ -90,11 +90,13 @@ def optimize(rt: Runtime, samples: list[Sample], weights: StepWeights) -> StepRe
     packed = pack_samples(samples, rt.config.train.micro_batch_tokens, rt.dp_size,
                           pad_to_multiple_of=rt.config.model.token_multiple, pad_token_id=rt.tokenizer.pad_id)
     batches = rank_batches(packed, rt.dp_rank)
+    # Rollout tokens are scored at the temperature they were sampled at (algorithm/loss.py).
+    temperature = rt.config.rollout.sampling.temperature
     if weights.mu < 1.0 or weights.lambda_adv > 0:
-        attach_logprobs(rt.chunks, batches, "old_logprobs")
+        attach_logprobs(rt.chunks, batches, "old_logprobs", temperature)
     if weights.beta > 0:
-        attach_logprobs(rt.reference_chunks, batches, "ref_logprobs")
-    loss = UniAPLLoss(weights, rt.objective.pg, packed.term_counts())
+        attach_logprobs(rt.reference_chunks, batches, "ref_logprobs", temperature)
+    loss = UniAPLLoss(weights, rt.objective.pg, packed.term_counts(), rollout_temperature=temperature)
     result = train_step(rt.chunks, rt.optimizer, batches, loss, rt.lr_schedule)
     result.metrics.update(mismatch_metrics(batches))
     return result

@@ -150,7 +150,36 @@ def run_vocab(name, out_dir, tp=2):
         "tp1_lp_diff": (lp - tp1_lp).abs().max().item(),
         "tp1_ent_diff": (ent - tp1_ent).abs().max().item(),
     }
+    out.update(_tempered_vocab(full, shard.detach(), targets, c_lp, c_ent, rank, width))
     torch.save(out, Path(out_dir) / f"{name}_rank{dist.get_rank()}.pt")
+
+
+def _tempered_vocab(full, shard, targets, c_lp, c_ent, rank, width):
+    """The same at a per-position temperature (0.7, 1.3 and 1 mixed, as rollout and demo tokens
+    are in one packed batch) against float64 log_softmax(z / T)."""
+    from megatron_uniapl.losses.vocab_parallel import (
+        vocab_parallel_entropy,
+        vocab_parallel_logprobs,
+    )
+
+    temperature = torch.ones(targets.shape)
+    temperature[0, 1:] = 0.7
+    temperature[1, :3] = 1.3
+    full64 = full.detach().double().requires_grad_(True)
+    ref_all = torch.log_softmax(full64 / temperature.double().unsqueeze(-1), -1)
+    ref_lp = ref_all.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+    ref_ent = -(ref_all.exp() * ref_all).sum(-1)
+    (ref_grad,) = torch.autograd.grad((c_lp * ref_lp + c_ent * ref_ent).sum(), full64)
+    shard = shard.clone().requires_grad_(True)
+    lp = vocab_parallel_logprobs(shard, targets, temperature=temperature)
+    ent = vocab_parallel_entropy(shard, temperature=temperature)
+    (grad,) = torch.autograd.grad((c_lp * lp + c_ent * ent).sum(), shard)
+    return {
+        "t_lp_diff": (lp - ref_lp).abs().max().item(),
+        "t_ent_diff": (ent - ref_ent).abs().max().item(),
+        "t_grad_diff": (grad - ref_grad[..., rank * width : (rank + 1) * width]).abs().max().item(),
+        "t_grad_scale": ref_grad.abs().max().item(),
+    }
 
 
 def run_disc(name, hf_dir, out_dir):

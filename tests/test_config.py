@@ -132,12 +132,24 @@ objective:
     ("model.context_parallel=2", "model.context_parallel=2: context parallelism needs every packed sample padded"),
     ("rollout.verify_every=-1", "rollout.verify_every must be >= 0"),
     ("rollout.group_size=65537", "rollout.group_size must be <= 65536"),
+    ("rollout.sampling.top_p=0.9", r"rollout.sampling.top_p is 0.9: nucleus sampling renormalizes"),
+    ("rollout.sampling.temperature=0", r"rollout.sampling.temperature is 0 \(greedy\)"),
+    ("rollout.engine.logprobs_mode=raw_logprobs rollout.sampling.temperature=0.7",
+     r"rollout.engine.logprobs_mode is 'raw_logprobs' but rollout.sampling.temperature is 0.7.*"
+     r"set rollout.engine.logprobs_mode=processed_logprobs"),
     ("train.process_group_timeout_s=0", "train.process_group_timeout_s must be > 0"),
 ])
 def test_cross_section_validation(tmp_path, override, message):
     recipe = write(tmp_path, "r.yaml", MINIMAL)
     with pytest.raises(ConfigError, match=message):
-        load_config(recipe, [override])
+        load_config(recipe, override.split(" "))
+
+
+def test_tempered_rollouts_are_accepted_with_processed_engine_logprobs(tmp_path):
+    recipe = write(tmp_path, "r.yaml", MINIMAL)
+    config = load_config(recipe, ["rollout.sampling.temperature=0.7"])
+    assert config.rollout.engine.logprobs_mode == "processed_logprobs"  # the default
+    assert config.rollout.sampling_config().temperature == 0.7
 
 
 def test_staged_variant_needs_room_for_last_stage(tmp_path):

@@ -2,8 +2,10 @@
 
 What each test proves:
 - the vocabulary-parallel functions without a group are the plain ones (values and gradients);
+- with a temperature T they are those of softmax(z / T) (float64 reference), exactly today's at T = 1;
 - packed micro-batches through the Megatron model give the log-probs that transformers gives for
-  each sample alone, at exactly the positions the loss masks point to;
+  each sample alone, at exactly the positions the loss masks point to, rollout tokens at the
+  rollout temperature and demonstration tokens at 1 in the same batch;
 - the SFT variant's loss is the token-mean NLL of the demonstrations computed from HF logits;
 - the GRPO variant's gradient does not depend on the demonstrations in the batch;
 - a non-finite loss skips the update (weights and schedule unchanged); settings are validated.
@@ -13,10 +15,15 @@ from __future__ import annotations
 
 import pytest
 import torch
-from glue_utils import mixed_samples
+from glue_utils import all_terms_objective, mixed_samples
 
 from megatron_uniapl.algorithm.advantages import assign_advantages
-from megatron_uniapl.algorithm.loss import UniAPLLoss, compute_logprobs, rank_batches
+from megatron_uniapl.algorithm.loss import (
+    UniAPLLoss,
+    compute_logprobs,
+    rank_batches,
+    token_temperature,
+)
 from megatron_uniapl.config.variants import objective_for_variant
 from megatron_uniapl.data.packing import pack_samples
 from megatron_uniapl.data.sample import SampleKind
@@ -51,6 +58,81 @@ def test_vocab_parallel_without_group_is_the_plain_function():
     assert half.grad.dtype == torch.bfloat16
 
 
+@pytest.mark.parametrize("temperature", [0.5, 0.7, 1.3])
+def test_tempered_vocab_parallel_functions_are_those_of_the_scaled_logits(temperature):
+    g = torch.Generator().manual_seed(1)
+    logits = (4 * torch.randn(3, 4, 50, generator=g)).requires_grad_(True)
+    targets = torch.randint(0, 50, (3, 4), generator=g)
+    c = torch.randn(3, 4, generator=g)
+    lp = vocab_parallel_logprobs(logits, targets, group=None, temperature=temperature)
+    ent = vocab_parallel_entropy(logits, group=None, temperature=temperature)
+    (grad,) = torch.autograd.grad((c * lp + ent).sum(), logits)
+    z = logits.detach().double().requires_grad_(True)
+    ref_all = torch.log_softmax(z / temperature, -1)
+    ref_lp = ref_all.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+    ref_ent = -(ref_all.exp() * ref_all).sum(-1)
+    (ref_grad,) = torch.autograd.grad((c * ref_lp + ref_ent).sum(), z)
+    torch.testing.assert_close(lp.double(), ref_lp.detach(), rtol=0, atol=1e-5)
+    torch.testing.assert_close(ent.double(), ref_ent.detach(), rtol=0, atol=1e-5)
+    torch.testing.assert_close(grad.double(), ref_grad, rtol=0, atol=1e-5)
+    # A per-position temperature tensor: T where given, 1 (the plain values) elsewhere.
+    per_pos = torch.ones(3, 4)
+    per_pos[1] = temperature
+    mixed = vocab_parallel_logprobs(logits, targets, group=None, temperature=per_pos).detach()
+    plain = vocab_parallel_logprobs(logits, targets, group=None).detach()
+    torch.testing.assert_close(mixed[1].double(), ref_lp[1].detach(), rtol=0, atol=1e-5)
+    assert torch.equal(mixed[[0, 2]], plain[[0, 2]])
+    assert (mixed[1] - plain[1]).abs().max() > 1e-2  # the temperature matters at these logits
+
+
+def test_temperature_one_is_exactly_the_untempered_path():
+    g = torch.Generator().manual_seed(2)
+    logits = 4 * torch.randn(2, 6, 40, generator=g)
+    targets = torch.randint(0, 40, (2, 6), generator=g)
+    plain = vocab_parallel_logprobs(logits, targets, group=None)
+    assert torch.equal(vocab_parallel_logprobs(logits, targets, group=None, temperature=1.0), plain)
+    assert torch.equal(vocab_parallel_entropy(logits, group=None, temperature=1.0),
+                       vocab_parallel_entropy(logits, group=None))
+    batch = {"rollout_mask": torch.ones(2, 6)}
+    assert token_temperature(batch, 1.0) is None  # the loss then takes the untempered path itself
+    with pytest.raises(ValueError, match="temperature must be > 0"):
+        vocab_parallel_logprobs(logits, targets, group=None, temperature=0.0)
+
+
+def test_packed_batch_tempers_rollout_tokens_only():
+    """One packed micro-batch of demonstrations and rollouts, random logits: the loss's log-probs
+    and entropy are tempered exactly where `rollout_mask` is set, plain where `sft_mask` is."""
+    samples = mixed_samples(seed=4)
+    objective = all_terms_objective()
+    assign_advantages(samples, objective.weights_at(0), objective.pg)
+    (batch,) = rank_batches(pack_samples(samples, 400), 0, torch.device("cpu"))
+    assert batch["sft_mask"].any() and batch["rollout_mask"].any()
+    g = torch.Generator().manual_seed(3)
+    logits = 3 * torch.randn(*batch["targets"].shape, 3000, generator=g)
+    temperature = 0.7
+    z = logits.double()
+    tempered = torch.log_softmax(z / temperature, -1).gather(-1, batch["targets"].unsqueeze(-1)).squeeze(-1)
+    plain = torch.log_softmax(z, -1).gather(-1, batch["targets"].unsqueeze(-1)).squeeze(-1)
+    rollout, demo = batch["rollout_mask"] > 0, batch["sft_mask"] > 0
+    from megatron_uniapl.algorithm.loss import _logprob_loss_fn
+
+    _, _, out = _logprob_loss_fn(logits, batch, rollout_temperature=temperature)
+    got = out["logprobs"].double()
+    torch.testing.assert_close(got[rollout], tempered[rollout], rtol=0, atol=1e-5)
+    torch.testing.assert_close(got[demo], plain[demo], rtol=0, atol=1e-5)
+    # The SFT term ignores the rollout temperature; the policy-gradient terms do not.
+    sft_only = objective_for_variant("sft")
+    counts = {"sft": int(demo.sum()), "pg_task": int(rollout.sum()), "pg_adv": int(rollout.sum()),
+              "kl": int(rollout.sum())}
+
+    def total(objective, t):
+        loss_fn = UniAPLLoss(objective.weights_at(0), objective.pg, counts, rollout_temperature=t)
+        return loss_fn(logits, {**batch, "old_logprobs": got.float(), "ref_logprobs": got.float()})[2]
+
+    assert total(sft_only, temperature)["loss/total"] == total(sft_only, 1.0)["loss/total"]
+    assert total(objective, temperature)["loss/total"] != total(objective, 1.0)["loss/total"]
+
+
 @pytest.fixture(scope="module")
 def policy(tiny_tied, megatron_world):
     from parity_utils import megatron_from_hf
@@ -66,20 +148,22 @@ def hf_model(tiny_tied):
     return AutoModelForCausalLM.from_pretrained(tiny_tied, dtype=torch.float32).eval()
 
 
-def _hf_response_logprobs(hf_model, sample) -> torch.Tensor:
-    """log p(response token j | prefix) for one sample run alone through transformers."""
+def _hf_response_logprobs(hf_model, sample, temperature: float = 1.0) -> torch.Tensor:
+    """log p_T(response token j | prefix) for one sample run alone through transformers."""
     ids = torch.tensor([sample.prompt_ids + sample.response_ids])
     with torch.no_grad():
         logits = hf_model(ids).logits[0]
     p = len(sample.prompt_ids)
-    return torch.log_softmax(logits[p - 1 : -1].double(), -1).gather(-1, ids[0, p:].unsqueeze(-1)).squeeze(-1)
+    scaled = logits[p - 1 : -1].double() / temperature
+    return torch.log_softmax(scaled, -1).gather(-1, ids[0, p:].unsqueeze(-1)).squeeze(-1)
 
 
-def test_packed_logprobs_match_transformers_per_sample(policy, hf_model):
+@pytest.mark.parametrize("temperature", [1.0, 0.7])
+def test_packed_logprobs_match_transformers_per_sample(policy, hf_model, temperature):
     samples = mixed_samples(seed=3)
     packed = pack_samples(samples, 48)
     batches = rank_batches(packed, 0)
-    logprobs = compute_logprobs([policy], batches)
+    logprobs = compute_logprobs([policy], batches, rollout_temperature=temperature)
     assert len(logprobs) == len(batches) >= 2
     for mb, lp in zip(packed.micro_batches[0], logprobs):
         start = 0
@@ -87,12 +171,15 @@ def test_packed_logprobs_match_transformers_per_sample(policy, hf_model):
             s = samples[i]
             p, r = len(s.prompt_ids), len(s.response_ids)
             got = lp[0, start + p - 1 : start + p - 1 + r]
-            ref = _hf_response_logprobs(hf_model, s)
-            assert (got.double() - ref).abs().max().item() < 1e-4, i
+            # Demonstrations are scored at T = 1 whatever the rollout temperature.
+            ref = _hf_response_logprobs(hf_model, s, 1.0 if s.kind == SampleKind.DEMO else temperature)
             mask = (mb.sft_mask if s.kind == SampleKind.DEMO else mb.rollout_mask)[
                 0, start + p - 1 : start + p - 1 + r
             ]
             assert mask.tolist() == (s.loss_mask or [1] * r)
+            # Tempering follows the loss mask: a masked-out rollout token (read by no term) is
+            # scored at T = 1, so only the loss tokens are compared.
+            assert (got.double() - ref).abs()[mask > 0].max().item() < 1e-4, i
             start += p + r
 
 

@@ -108,6 +108,9 @@ def test_vocab_parallel_logprobs_entropy_tp2_equal_full_vocabulary(two_rank):
         assert r["lp_diff"] < 5e-6 and r["ent_diff"] < 5e-6, r
         assert r["grad_diff"] < 2e-6 * max(1.0, r["grad_scale"]), r
         assert r["tp1_lp_diff"] < 5e-6 and r["tp1_ent_diff"] < 1e-5, r
+        # at a per-position temperature (rollout tokens tempered, others at 1)
+        assert r["t_lp_diff"] < 5e-6 and r["t_ent_diff"] < 5e-6, r
+        assert r["t_grad_diff"] < 2e-6 * max(1.0, r["t_grad_scale"]), r
 
 
 def test_reference_step_is_meaningful(references):

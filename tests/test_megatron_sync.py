@@ -115,6 +115,25 @@ def test_long_prompt_after_sync_samples_from_new_weights(policy, engine, trained
     assert max(abs(a - b) for a, b in zip(new.logprobs, ref)) < FP32_TOL
 
 
+def test_engine_logprobs_of_tempered_samples_equal_the_trainers_tempered_logprobs(policy, engine, trained):
+    """Sampled at T = 0.7, the engine (processed_logprobs, the default) returns the log-probs of
+    softmax(z / 0.7), which is what the trainer scores rollout tokens with (issue 12)."""
+    from megatron_uniapl.config.rollout import SamplingConfig
+    from megatron_uniapl.rollout.megatron_verify import megatron_logprobs
+
+    _, model = policy
+    assert engine.config.logprobs_mode == "processed_logprobs"
+    prompt = trained["prompts"][0]
+    gens = engine.generate([prompt], SamplingConfig(n=2, temperature=0.7, max_tokens=8, seed=11))
+    seqs, plens = [prompt + g.token_ids for g in gens], [len(prompt)] * len(gens)
+    engine_lp = [g.logprobs for g in gens]
+    tempered = megatron_logprobs([model], seqs, plens, temperature=0.7)
+    diff = max_diff(engine_lp, tempered)
+    print(f"engine vs trainer tempered log-probs at T=0.7: max |diff| {diff:.3g}")
+    assert diff < FP32_TOL
+    assert max_diff(engine_lp, megatron_logprobs([model], seqs, plens)) > 0.05  # T = 1 would not do
+
+
 def test_verifier_runs_every_n_syncs_in_the_colocation_round(policy, engine, trained):
     from megatron_uniapl.colocation.megatron_state import megatron_train_state
     from megatron_uniapl.colocation.phases import ColocationScheduler, Phase

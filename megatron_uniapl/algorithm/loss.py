@@ -13,6 +13,15 @@ schedule (`megatron_uniapl.model.pipeline.run_microbatches`):
 3. `UniAPLLoss` is the `loss_fn`: vocabulary-parallel log-probs (no vocabulary gather under TP),
    then `losses.uniapl.uniapl_loss` with the GLOBAL per-term token counts.
 
+Rollout temperature: the engine samples rollouts from softmax(z / T), so the policy-gradient terms
+need the log-probs of that distribution. On ROLLOUT tokens every log-prob here (the new ones in the
+loss, `old_logprobs`, `ref_logprobs`) is log_softmax(z / T); on DEMONSTRATION tokens it stays
+log_softmax(z), because the SFT term is the model's own likelihood of the demonstration. The
+reference policy is tempered like the policy (the KL term compares the two sampling
+distributions), and the logged entropy is that of the distribution each token is scored under
+(tempered on rollout tokens, plain on demonstrations). At T = 1 nothing is divided: the code path
+is the untempered one (`token_temperature` returns None).
+
 The scale of what one micro-batch returns, and how Megatron-Core is configured not to change
 it, is the reduction contract (`megatron_uniapl.losses.reduction`). The count returned beside the
 loss (loss tokens of the micro-batch) is bookkeeping only.
@@ -22,6 +31,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 
 import torch
 
@@ -88,15 +98,28 @@ def rank_batches(packed: PackedBatch, dp_rank: int, device: torch.device | None 
     return [megatron_batch(mb, device) for mb in packed.micro_batches[dp_rank]]
 
 
-def _logprob_loss_fn(logits: torch.Tensor, batch: dict):
-    logprobs = vocab_parallel_logprobs(logits, batch["targets"])
+def token_temperature(batch: dict, rollout_temperature: float) -> torch.Tensor | None:
+    """Per-position temperature [1, T] of a micro-batch: `rollout_temperature` on rollout tokens,
+    1 elsewhere (demonstrations, prompts, padding); None at temperature 1 (nothing to divide)."""
+    if rollout_temperature == 1.0:
+        return None
+    if rollout_temperature <= 0:
+        raise ValueError(f"rollout temperature must be > 0, got {rollout_temperature}")
+    rollout = batch["rollout_mask"] > 0
+    return torch.where(rollout, rollout_temperature, 1.0).to(torch.float32)
+
+
+def _logprob_loss_fn(logits: torch.Tensor, batch: dict, rollout_temperature: float = 1.0):
+    temperature = token_temperature(batch, rollout_temperature)
+    logprobs = vocab_parallel_logprobs(logits, batch["targets"], temperature=temperature)
     return logprobs.sum() * 0.0, torch.tensor(0, dtype=torch.int), {"logprobs": logprobs.detach()}
 
 
 def compute_logprobs(
-    model_chunks: list[torch.nn.Module], batches: Sequence[dict]
+    model_chunks: list[torch.nn.Module], batches: Sequence[dict], rollout_temperature: float = 1.0
 ) -> list[torch.Tensor] | None:
-    """Per-token log-probs [1, T] of every micro-batch's targets, forward only, no gradient.
+    """Per-token log-probs [1, T] of every micro-batch's targets, forward only, no gradient;
+    on rollout tokens at `rollout_temperature` (see the module docstring).
 
     Returns the list on the last pipeline stage (identical on its tensor-parallel ranks) and None
     on the other stages, which never compute a loss. Collective over the model-parallel group.
@@ -108,7 +131,8 @@ def compute_logprobs(
         c.eval()
     try:
         with torch.no_grad():
-            out = run_microbatches(model_chunks, list(batches), loss_fn=_logprob_loss_fn, forward_only=True)
+            loss_fn = partial(_logprob_loss_fn, rollout_temperature=rollout_temperature)
+            out = run_microbatches(model_chunks, list(batches), loss_fn=loss_fn, forward_only=True)
     finally:
         for c, mode in zip(model_chunks, was_training):
             c.train(mode)
@@ -118,9 +142,13 @@ def compute_logprobs(
 
 
 def attach_logprobs(
-    model_chunks: list[torch.nn.Module], batches: Sequence[dict], key: str = "old_logprobs"
+    model_chunks: list[torch.nn.Module],
+    batches: Sequence[dict],
+    key: str = "old_logprobs",
+    rollout_temperature: float = 1.0,
 ) -> None:
-    """Store `compute_logprobs` under `batches[i][key]` ("old_logprobs" or "ref_logprobs").
+    """Store `compute_logprobs` under `batches[i][key]` ("old_logprobs" or "ref_logprobs"), at
+    the rollout temperature the engine sampled with (the same one `UniAPLLoss` is given).
 
     Old log-probs come from the policy chunks before the update; reference log-probs from the
     frozen reference policy's chunks (same pipeline layout). Both are read on rollout tokens only,
@@ -132,7 +160,7 @@ def attach_logprobs(
         raise ValueError(f"key must be 'old_logprobs' or 'ref_logprobs', got {key!r}")
     # Interleaved pipelines need a micro-batch count that fits their schedule: run them all.
     needed = [b for b in batches if len(model_chunks) > 1 or bool(b["rollout_mask"].any())]
-    logprobs = compute_logprobs(model_chunks, needed) if needed else []
+    logprobs = compute_logprobs(model_chunks, needed, rollout_temperature) if needed else []
     if logprobs is None:
         return
     for batch, lp in zip(needed, logprobs):
@@ -158,14 +186,19 @@ class UniAPLLoss:
     global_counts: Mapping[str, int]
     """N_k per term over the whole global batch (`PackedBatch.term_counts()`)."""
     with_entropy: bool = True
-    """Log the policy entropy on each term's tokens (one extra vocabulary-parallel reduction)."""
+    """Log the policy entropy on each term's tokens (one extra vocabulary-parallel reduction);
+    on rollout tokens the entropy of the tempered distribution the engine samples from."""
+    rollout_temperature: float = 1.0
+    """The temperature the rollouts were sampled at (`rollout.sampling.temperature`): log-probs
+    and entropy on rollout tokens are those of softmax(z / T); demonstration tokens stay at 1."""
 
     def __call__(self, logits: torch.Tensor, batch: dict):
-        logprobs = vocab_parallel_logprobs(logits, batch["targets"])
+        temperature = token_temperature(batch, self.rollout_temperature)
+        logprobs = vocab_parallel_logprobs(logits, batch["targets"], temperature=temperature)
         entropy = None
         if self.with_entropy:
             with torch.no_grad():
-                entropy = vocab_parallel_entropy(logits.detach())
+                entropy = vocab_parallel_entropy(logits.detach(), temperature=temperature)
         inputs = {k: batch.get(k) for k in LOSS_INPUT_KEYS}
         loss, metrics = uniapl_loss(
             logprobs,

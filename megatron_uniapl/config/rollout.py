@@ -66,9 +66,12 @@ class VLLMEngineConfig:
     Co-located engines with sleep mode set it: the custom kernels register IPC buffers at
     start-up that the sleep/wake cycle and the trainer's NCCL traffic share the GPUs with, and
     the co-locating frameworks (verl, slime) turn them off. Ignored at tensor_parallel_size 1."""
-    logprobs_mode: str = "raw_logprobs"
-    """Which log-probs the engine returns for sampled tokens: "raw_logprobs" (the model's
-    distribution, before temperature and top-p) or "processed_logprobs" (after them)."""
+    logprobs_mode: str = "processed_logprobs"
+    """Which log-probs the engine returns for sampled tokens: "processed_logprobs" (those of the
+    distribution sampled from, after temperature and top-p) or "raw_logprobs" (the model's
+    distribution at temperature 1). The two agree at temperature 1 and top-p 1. Training
+    rollouts at another temperature need "processed_logprobs", since the trainer's log-probs of
+    rollout tokens are tempered too. Prompt log-probs (`VLLMEngine.score`) are raw either way."""
 
     def validate(self) -> None:
         """Raise ValueError naming the field when a value cannot work."""

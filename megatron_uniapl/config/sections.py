@@ -131,7 +131,9 @@ class RolloutSection:
     engine: VLLMEngineConfig = field(default_factory=VLLMEngineConfig)
     """How the engine starts (its TP, memory share, max_model_len, sleep mode)."""
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
-    """Temperature, top-p, max response tokens, stop strings. Leave `n` at 1: `group_size` sets it."""
+    """Temperature, top-p, max response tokens, stop strings. Leave `n` at 1: `group_size` sets it.
+    Training rollouts need temperature > 0 and top_p 1; rollout tokens are trained on at the
+    sampling temperature (docs/method.md)."""
     verify_every: int = 10
     """Check the engine against the trainer after every N-th weight sync (the 1st, the N+1-th,
     ...): both score the same fixed token sequences (one forward each) and the run stops with an
@@ -165,7 +167,38 @@ class RolloutSection:
             raise ValueError(f"rollout.sampling.n is {self.sampling.n}; set rollout.group_size instead")
         if self.sampling.max_tokens < 1 or self.sampling.temperature < 0 or not 0 < self.sampling.top_p <= 1:
             raise ValueError("rollout.sampling needs max_tokens >= 1, temperature >= 0, 0 < top_p <= 1")
+        self._check_reproducible_sampling()
         _checked("rollout.engine", self.engine.validate)
+
+    def _check_reproducible_sampling(self) -> None:
+        """Refuse sampling whose distribution the trainer's log-probs cannot reproduce.
+
+        The trainer scores rollout tokens under softmax(z / T) (algorithm/loss.py); the
+        policy-gradient ratios, TIS and the engine/trainer mismatch metrics are only right when
+        that is the distribution the engine sampled from and the one its log-probs describe.
+        """
+        temperature, top_p = self.sampling.temperature, self.sampling.top_p
+        if temperature == 0:
+            raise ValueError(
+                "rollout.sampling.temperature is 0 (greedy): training rollouts need sampling, "
+                "since the group's samples would all be the same response (no advantage signal) "
+                "and an argmax has no log-probs to train on; use a temperature > 0"
+            )
+        if top_p < 1:
+            raise ValueError(
+                f"rollout.sampling.top_p is {top_p}: nucleus sampling renormalizes over a "
+                "per-token subset of the vocabulary that the trainer's log-probs do not "
+                "reproduce, so the policy-gradient ratios would be of another distribution; "
+                "use top_p 1 (a lower temperature also sharpens sampling)"
+            )
+        if temperature != 1 and self.engine.logprobs_mode != "processed_logprobs":
+            raise ValueError(
+                f"rollout.engine.logprobs_mode is {self.engine.logprobs_mode!r} but "
+                f"rollout.sampling.temperature is {temperature}: the engine would return "
+                "log-probs at temperature 1 while the trainer's are at the sampled temperature, "
+                "so TIS and the log-prob mismatch metrics would compare different distributions; "
+                "set rollout.engine.logprobs_mode=processed_logprobs"
+            )
 
 
 @dataclass

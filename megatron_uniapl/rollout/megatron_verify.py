@@ -8,6 +8,11 @@ them with its engine's scores, and the verdict is reduced over the model-paralle
 all ranks pass or raise together (a rank that raised alone would leave the others hanging in the
 next collective).
 
+The check runs at temperature 1 on both sides whatever the rollout temperature: the engine scores
+through vLLM's prompt log-probs, which are never tempered, and what is checked is the weights.
+`megatron_logprobs(..., temperature=T)` gives the trainer's tempered log-probs, the ones the
+engine returns for tokens it sampled at T (with `logprobs_mode="processed_logprobs"`).
+
 Expected agreement: float32 weights on both sides ~1e-5; bf16 ~0.1. The tolerance is the
 caller's. Run it every N syncs (`SyncVerifyConfig.every_n_syncs`): it costs one forward of the
 check sequences on each side.
@@ -71,11 +76,15 @@ def layout_token_multiple(config) -> int:
 
 
 def megatron_logprobs(
-    chunks: list[torch.nn.Module], sequences: list[list[int]], prompt_lens: list[int]
+    chunks: list[torch.nn.Module],
+    sequences: list[list[int]],
+    prompt_lens: list[int],
+    temperature: float = 1.0,
 ) -> list[list[float]]:
     """Log-prob of each token after its prompt under the Megatron model, `[len - prompt_len]` per
-    sequence, the same contract as `RolloutEngine.score`. Collective over the model-parallel
-    group; every rank gets the result.
+    sequence, the same contract as `RolloutEngine.score`; at `temperature` != 1 those of
+    softmax(z / temperature), the distribution a sampler at that temperature draws from.
+    Collective over the model-parallel group; every rank gets the result.
 
     Each sequence is one micro-batch, right-padded to the layout's token multiple (sequence
     parallelism, FP8), and interleaved pipelines (fixed shapes) get them padded to one length;
@@ -91,6 +100,9 @@ def megatron_logprobs(
     for index, (seq, plen) in enumerate(zip(sequences, prompt_lens)):
         if not 1 <= plen <= len(seq):
             raise ValueError(f"sequence {index}: prompt_len {plen} must be in [1, {len(seq)}]")
+    if temperature <= 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
+    tempered = None if temperature == 1.0 else temperature  # None: the untempered path itself
     device = next(chunks[0].parameters()).device
     config = chunks[0].config
     multiple = layout_token_multiple(config)
@@ -106,7 +118,7 @@ def megatron_logprobs(
     def target_logprobs(logits: torch.Tensor, batch: dict):
         # logits [1, s, V/tp]; position t predicts token t+1. The trainer's own log-prob function.
         targets = batch["input_ids"][:, 1:].contiguous()
-        logprobs = vocab_parallel_logprobs(logits[:, :-1], targets)
+        logprobs = vocab_parallel_logprobs(logits[:, :-1], targets, temperature=tempered)
         return torch.zeros((), device=logits.device), torch.tensor(1), {"logprobs": logprobs.detach()[0]}
 
     was_training = [c.training for c in chunks]
