@@ -48,7 +48,7 @@ from megatron_uniapl.model.distributed import StepResult, train_step
 from megatron_uniapl.parallel import launch_nodes
 from megatron_uniapl.nonfinite import check_streak, count_step, save_unless_in_streak
 from megatron_uniapl.outcome import RunFailed
-from megatron_uniapl.runtime import Runtime, build_runtime, save, shutdown
+from megatron_uniapl.runtime import Runtime, begin_step, build_runtime, save, shutdown
 from megatron_uniapl.stop import StopRequest, StopRequested, stop_if_requested
 
 logger = logging.getLogger("megatron_uniapl.train")
@@ -95,6 +95,7 @@ def optimize(rt: Runtime, samples: list[Sample], weights: StepWeights) -> StepRe
     if weights.beta > 0:
         attach_logprobs(rt.reference_chunks, batches, "ref_logprobs")
     loss = UniAPLLoss(weights, rt.objective.pg, packed.term_counts())
+    begin_step(rt)
     result = train_step(rt.chunks, rt.optimizer, batches, loss, rt.lr_schedule)
     result.metrics.update(mismatch_metrics(batches))
     return result

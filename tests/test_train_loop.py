@@ -106,13 +106,33 @@ def test_cotrained_discriminator_trains_logs_and_resumes(hf_dir, tmp_path):
     assert "resumed from" in out and sorted(rows(run_dir)) == [1, 2, 3]
 
 
-def test_staged_variant_switches_weights_in_one_invocation(hf_dir, tmp_path):
-    """SFT -> GRPO: the first stage trains on demonstrations only, the second on rollouts only."""
+def test_staged_variant_switches_weights_lr_and_optimizer_and_resumes_at_the_boundary(hf_dir, tmp_path):
+    """SFT -> GRPO with a learning rate per stage and fresh optimizer moments for GRPO: the first
+    stage trains on demonstrations only, the second on rollouts only, each stage runs its own
+    schedule, and a run resumed from the checkpoint at the boundary repeats steps 3-4 exactly."""
+    import shutil
+
+    from train_runs import assert_rows_equal
+
+    from megatron_uniapl.checkpoint import layout
+
     run_dir = tmp_path / "staged"
-    run(run_dir, hf_dir, ["objective.variant=sft->grpo", "objective.first_stage_steps=1", "discriminator.kind=none",
-                          "train.steps=3", "checkpoint.enabled=false"])
-    assert not (run_dir / "checkpoints").exists()  # not even at the end
-    r = rows(run_dir)
-    assert r[1]["objective/mu"] == 1.0 and "reward/task_mean" not in r[1] and r[1]["loss/sft"] > 0
-    for step in (2, 3):
-        assert r[step]["objective/mu"] == 0.0 and "reward/task_mean" in r[step] and not r[step].get("loss/sft")
+    staged = ["objective.variant=sft->grpo", "objective.first_stage_steps=2", "objective.first_stage_lr=0.01",
+              "objective.reset_optimizer=true", "optimizer.warmup_steps=0", "discriminator.kind=none",
+              "train.steps=4", "checkpoint.every=2", "checkpoint.keep_last=2"]
+    out = run(run_dir, hf_dir, staged)
+    first = rows(run_dir)
+    assert first[1]["objective/mu"] == 1.0 and "reward/task_mean" not in first[1] and first[1]["loss/sft"] > 0
+    for step in (3, 4):
+        assert first[step]["objective/mu"] == 0.0 and "reward/task_mean" in first[step] and not first[step].get("loss/sft")
+    # Cosine from each stage's peak (0.01, then optimizer.lr 0.003) to min_lr 0.0003 over 2 steps.
+    assert [first[s]["optim/lr"] for s in (1, 2, 3, 4)] == pytest.approx(
+        [0.01, 0.0003 + 0.0097 / 2, 0.003, 0.0003 + 0.0027 / 2], rel=1e-12)
+    assert "step 3: stage 'grpo' begins with fresh optimizer moments" in out
+    # Resume from the boundary checkpoint (step 2): the reset and the new schedule happen again.
+    checkpoints = run_dir / "checkpoints"
+    shutil.rmtree(checkpoints / layout.iteration_name(4))
+    layout.write_latest(checkpoints, layout.iteration_name(2))
+    out = run(run_dir, hf_dir, staged)
+    assert "resumed from" in out and "fresh optimizer moments" in out
+    assert_rows_equal(rows(run_dir), first, steps=(3, 4))
