@@ -126,18 +126,26 @@ class Runtime:
 
 def begin_step(rt: Runtime) -> None:
     """Before the optimizer step `rt.step`: at a stage's first step, switch to the stage's own
-    learning-rate schedule and reset the optimizer's moments where the stage asks for it. Both
-    depend only on the step, so a run resumed at a stage boundary does the same."""
+    learning-rate schedule, and reset the optimizer's moments and refresh the KL reference where
+    the stage asks for it. All depend only on the step, so a run resumed at a stage boundary does
+    the same. Collective."""
     from megatron_uniapl.model.stage_schedule import StagedLRSchedule, reset_optimizer_state
 
     if isinstance(rt.lr_schedule, StagedLRSchedule) and rt.lr_schedule.enter(rt.step):
         logger.info("step %d: stage schedule %d begins (peak learning rate %g)", rt.step + 1,
                     rt.lr_schedule.index, rt.lr_schedule.plan[rt.lr_schedule.index].lr)
     stage, local = rt.objective.stage_at(rt.step)
-    if stage.reset_optimizer and local == 0 and rt.step > 0:
+    if local != 0 or rt.step == 0:
+        return
+    if stage.reset_optimizer:
         zeroed = reset_optimizer_state(rt.optimizer)
         logger.info("step %d: stage %r begins with fresh optimizer moments (%d tensors zeroed)",
                     rt.step + 1, stage.name, zeroed)
+    if stage.refresh_reference:
+        from megatron_uniapl.checkpoint import reference
+
+        keep = rt.config.checkpoint_dir if rt.config.checkpoint.enabled else None
+        reference.refresh(rt.chunks, rt.reference_chunks, keep, rt.step)
 
 
 def _model_dir(config: RunConfig) -> Path:
@@ -272,6 +280,10 @@ def build_runtime(config: RunConfig, plan: preflight.Plan | None = None) -> Runt
         discriminator=_discriminator(config, any(s.uses_discriminator for s in stages), tokenizer, load_weights=fresh),
     )
     resume.restore(rt, plan.resume_from)
+    if reference is not None and plan.resuming:
+        from megatron_uniapl.checkpoint import reference as reference_store
+
+        reference_store.restore(reference, config.checkpoint_dir, objective.refreshes_before(rt.step))
     if config.checkpoint.enabled:  # now, while there is nothing to save (checkpoint/writer_process.py)
         shield_writer_helper()
     if any(s.uses_rollouts for s in stages):

@@ -87,6 +87,7 @@ def optimize(rt: Runtime, samples: list[Sample], weights: StepWeights) -> StepRe
     """Pack the mixed batch, recompute old (and reference) log-probs, take one optimizer step.
 
     The result's metrics carry the loss terms and the engine/trainer log-prob mismatch."""
+    begin_step(rt)  # first: a refreshed reference must score this step's rollouts
     packed = pack_samples(samples, rt.config.train.micro_batch_tokens, rt.dp_size,
                           pad_to_multiple_of=rt.config.model.token_multiple, pad_token_id=rt.tokenizer.pad_id)
     batches = rank_batches(packed, rt.dp_rank)
@@ -95,7 +96,6 @@ def optimize(rt: Runtime, samples: list[Sample], weights: StepWeights) -> StepRe
     if weights.beta > 0:
         attach_logprobs(rt.reference_chunks, batches, "ref_logprobs")
     loss = UniAPLLoss(weights, rt.objective.pg, packed.term_counts())
-    begin_step(rt)
     result = train_step(rt.chunks, rt.optimizer, batches, loss, rt.lr_schedule)
     result.metrics.update(mismatch_metrics(batches))
     return result

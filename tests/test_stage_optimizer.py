@@ -132,3 +132,15 @@ def test_a_reset_optimizer_steps_like_a_fresh_one(setup):
     for _ in range(3):
         step(chunks2, optimizer2)
     assert any(not torch.equal(p, after[n]) for n, p in chunks2[0].module.named_parameters())
+
+
+def test_reference_refreshes_are_found_by_step_and_need_a_kl_term():
+    from megatron_uniapl.config.yaml_io import ConfigError
+
+    config = load_config("recipes/tiny_cpu.yaml", [*STAGED, "objective.refresh_reference=true", "objective.beta=0.1"])
+    objective = config.objective_config()
+    assert objective.stages[1].refresh_reference and not objective.stages[0].refresh_reference
+    # The refresh happens at step 4 (the GRPO stage's first); a resume at 4 refreshes again itself.
+    assert [objective.refreshes_before(s) for s in (0, 4, 5, 9)] == [[], [], [4], [4]]
+    with pytest.raises(ConfigError, match=r"refresh_reference needs beta > 0: without a KL term there is no reference"):
+        load_config("recipes/tiny_cpu.yaml", [*STAGED, "objective.refresh_reference=true"])

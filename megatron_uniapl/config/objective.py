@@ -91,6 +91,10 @@ class Stage:
     """Zero the optimizer's moments (Adam's first and second moments and step count) when this
     stage begins, as if it were a run of its own: SFT-sized Adam statistics carried into an RL
     stage skew its first updates. Ignored on the first stage (there is nothing to reset)."""
+    refresh_reference: bool = False
+    """Make the KL reference the policy as this stage begins (the result of the stages before,
+    e.g. the SFT model of SFT -> GRPO) instead of the initial model. Needs beta > 0. The
+    refreshed reference is saved once beside the checkpoints, so a resumed run keeps it."""
 
     @property
     def uses_rollouts(self) -> bool:
@@ -120,6 +124,8 @@ class Stage:
             raise ValueError(f"{where}.lr must be > 0, got {self.lr}")
         if self.min_lr is not None and (self.min_lr < 0 or (self.lr is not None and self.min_lr > self.lr)):
             raise ValueError(f"{where}.min_lr must be in [0, lr], got {self.min_lr} (lr {self.lr})")
+        if self.refresh_reference and self.beta <= 0:
+            raise ValueError(f"{where}.refresh_reference needs beta > 0: without a KL term there is no reference")
         if self.warmup_steps is not None and self.warmup_steps < 0:
             raise ValueError(f"{where}.warmup_steps must be >= 0, got {self.warmup_steps}")
         if self.rollout_prompts not in ROLLOUT_PROMPTS:
@@ -195,6 +201,19 @@ class ObjectiveConfig:
             offset -= stage.steps
         last = self.stages[-1]
         return last, offset + last.steps  # past the planned end: hold the last stage's weights
+
+    def refreshes_before(self, step: int) -> list[int]:
+        """Global steps, before `step`, at which a stage began that refreshes the reference."""
+        out, start = [], 0
+        for stage in self.stages:
+            if start >= step:
+                break
+            if stage.refresh_reference and start > 0:
+                out.append(start)
+            if stage.steps is None:
+                break
+            start += stage.steps
+        return out
 
     def weights_at(self, step: int) -> StepWeights:
         """The weights of the objective at global optimizer `step`."""

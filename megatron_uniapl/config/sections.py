@@ -104,6 +104,9 @@ class ObjectiveSection:
     peak is `optimizer.lr` (an SFT stage wants about 10x an RL stage's rate)."""
     reset_optimizer: bool = False
     """Staged variants: start the second stage with zeroed optimizer moments (a fresh Adam)."""
+    refresh_reference: bool = False
+    """Staged variants with beta > 0: the second stage's KL reference is the policy as it begins
+    (the first stage's result), not the initial model."""
     chord: MuSchedule = field(default_factory=lambda: MuSchedule(kind="chord"))
     """The mu schedule of "chord" and "a-chord"."""
     stages: list[Stage] = field(default_factory=list)
@@ -126,6 +129,7 @@ class ObjectiveSection:
             self.variant, mu=self.mu, lambda_adv=self.lambda_adv, beta=self.beta,
             lambda_shape=self.lambda_shape, first_stage_steps=self.first_stage_steps,
             first_stage_lr=self.first_stage_lr, reset_optimizer=self.reset_optimizer,
+            refresh_reference=self.refresh_reference,
             chord=replace(self.chord), pg=replace(self.pg),
         )
 

@@ -55,7 +55,7 @@ def _a_grpo(p) -> Stage:
 def _staged(first: Callable, second: Callable) -> Callable:
     def build(p) -> list[Stage]:
         return [replace(first(p), steps=p["first_stage_steps"], lr=p["first_stage_lr"]),
-                replace(second(p), reset_optimizer=p["reset_optimizer"])]
+                replace(second(p), reset_optimizer=p["reset_optimizer"], refresh_reference=p["refresh_reference"])]
 
     return build
 
@@ -90,6 +90,7 @@ def objective_for_variant(
     first_stage_steps: int = 100,
     first_stage_lr: float | None = None,
     reset_optimizer: bool = False,
+    refresh_reference: bool = False,
     chord: MuSchedule | None = None,
     pg: PolicyGradientConfig | None = None,
 ) -> ObjectiveConfig:
@@ -102,6 +103,7 @@ def objective_for_variant(
     first_stage_steps: length of the first stage of staged variants.
     first_stage_lr:    peak learning rate of that first stage (None: the optimizer's, one schedule).
     reset_optimizer:   staged variants: zero the optimizer's moments when the second stage begins.
+    refresh_reference: staged variants: the second stage's KL reference is the first stage's result.
     chord:             the mu schedule of "chord" / "a-chord" (default `MuSchedule(kind="chord")`).
     pg:                policy-gradient settings (default `PolicyGradientConfig()`).
     Unknown names raise ValueError suggesting the closest known name.
@@ -117,6 +119,7 @@ def objective_for_variant(
         first_stage_steps=first_stage_steps,
         first_stage_lr=first_stage_lr,
         reset_optimizer=reset_optimizer,
+        refresh_reference=refresh_reference,
         chord=chord if chord is not None else MuSchedule(kind="chord"),
     )
     config = ObjectiveConfig(variant=key, stages=_BUILDERS[key](params), pg=pg or PolicyGradientConfig())

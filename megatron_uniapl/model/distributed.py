@@ -144,13 +144,14 @@ def build_optimizer(model_chunks: list[torch.nn.Module], settings: OptimizerSett
 
 
 def lr_scheduler(optimizer, lr: float, min_lr: float, warmup_steps: int, decay_steps: int, decay_style: str,
-                 weight_decay: float):
+                 weight_decay: float, scheduler_class=None):
     """Megatron's scheduler: linear warm-up from 0 to `lr` over `warmup_steps` (none: `lr` from the
     start), then `decay_style` down to `min_lr` at `decay_steps`; constant weight decay. It sets
-    the learning rate of `optimizer`'s parameter groups as it is built."""
+    the learning rate of `optimizer`'s parameter groups as it is built. `scheduler_class`: a
+    subclass of Megatron's `OptimizerParamScheduler` to build instead."""
     from megatron.core.optimizer_param_scheduler import OptimizerParamScheduler
 
-    return OptimizerParamScheduler(
+    return (scheduler_class or OptimizerParamScheduler)(
         optimizer,
         init_lr=0.0 if warmup_steps else lr,
         max_lr=lr,

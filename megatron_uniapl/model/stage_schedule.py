@@ -18,8 +18,22 @@ import torch
 from megatron_uniapl.config.lr_plan import StageLR, stage_index
 from megatron_uniapl.model.distributed import lr_scheduler
 
-LR_MULT_KEY = "uniapl_lr_mult"
-"""Parameter-group key holding the group's learning-rate multiplier relative to `optimizer.lr`."""
+
+def _stage_scheduler_class(base_lr: float):
+    """Megatron's scheduler with the stage's peak and floor in place of the parameter groups'.
+
+    Megatron's parameter groups carry their own `max_lr`/`min_lr` (the optimizer's times a
+    per-group multiplier), which its scheduler prefers to its own. They are also part of the key
+    by which a saved optimizer state finds its groups, so they must not change from stage to
+    stage: this scheduler leaves them alone and applies the multiplier to its own values."""
+    from megatron.core.optimizer_param_scheduler import OptimizerParamScheduler
+
+    class StageScheduler(OptimizerParamScheduler):
+        def get_lr(self, param_group: dict) -> float:
+            mult = param_group.get("max_lr", base_lr) / base_lr
+            return super().get_lr({"max_lr": self.max_lr * mult, "min_lr": self.min_lr * mult})
+
+    return StageScheduler
 
 
 class StagedLRSchedule:
@@ -31,23 +45,14 @@ class StagedLRSchedule:
             raise ValueError("a staged learning-rate schedule needs at least one stage")
         self.optimizer, self.plan = optimizer, list(plan)
         self.decay_style, self.weight_decay = decay_style, weight_decay
-        # Megatron's parameter groups carry their own peak and floor (the base times a per-group
-        # multiplier), which its scheduler prefers to its own: each stage rescales them. The
-        # multiplier is kept in the group, read before any stage changed it.
-        for group in optimizer.param_groups:
-            group.setdefault(LR_MULT_KEY, group.get("max_lr", base_lr) / base_lr)
+        self._scheduler_class = _stage_scheduler_class(base_lr)
         self.index = 0
         self.inner = self._build(0)
 
     def _build(self, index: int):
         s = self.plan[index]
-        for group in self.optimizer.param_groups:
-            if "max_lr" in group:
-                group["max_lr"] = s.lr * group[LR_MULT_KEY]
-            if "min_lr" in group:
-                group["min_lr"] = s.min_lr * group[LR_MULT_KEY]
         return lr_scheduler(self.optimizer, s.lr, s.min_lr, s.warmup_steps, max(s.steps, s.warmup_steps + 1),
-                            self.decay_style, self.weight_decay)
+                            self.decay_style, self.weight_decay, scheduler_class=self._scheduler_class)
 
     def enter(self, step: int) -> bool:
         """Before global optimizer `step`: use its stage's schedule (restarted when the stage
