@@ -35,6 +35,8 @@ if TYPE_CHECKING:
     from megatron.core.optimizer import MegatronOptimizer
     from megatron.core.optimizer_param_scheduler import OptimizerParamScheduler
 
+    from megatron_uniapl.model.stage_schedule import StagedLRSchedule
+
     from megatron_uniapl.colocation.phases import ColocationScheduler
     from megatron_uniapl.rewards.reward import RewardPool
     from megatron_uniapl.rollout.engine_layout import EngineGroups
@@ -60,8 +62,9 @@ class Runtime:
     """DDP-wrapped model chunks of this rank's pipeline stage (one per virtual stage)."""
     optimizer: MegatronOptimizer
     """Megatron's optimizer over `chunks` (distributed or not)."""
-    lr_schedule: OptimizerParamScheduler
-    """The learning-rate (and weight-decay) schedule, stepped after each applied update."""
+    lr_schedule: OptimizerParamScheduler | StagedLRSchedule
+    """The learning-rate (and weight-decay) schedule, stepped after each applied update: one
+    over the run, or one per stage when stages set their own learning rate (`begin_step`)."""
     dp_rank: int
     """This rank's data-parallel index."""
     dp_size: int
@@ -119,6 +122,30 @@ class Runtime:
         if isinstance(self.discriminator, CoTrainable):
             out["discriminator"] = self.discriminator
         return out
+
+
+def begin_step(rt: Runtime) -> None:
+    """Before the optimizer step `rt.step`: at a stage's first step, switch to the stage's own
+    learning-rate schedule, and reset the optimizer's moments and refresh the KL reference where
+    the stage asks for it. All depend only on the step, so a run resumed at a stage boundary does
+    the same. Collective."""
+    from megatron_uniapl.model.stage_schedule import StagedLRSchedule, reset_optimizer_state
+
+    if isinstance(rt.lr_schedule, StagedLRSchedule) and rt.lr_schedule.enter(rt.step):
+        logger.info("step %d: stage schedule %d begins (peak learning rate %g)", rt.step + 1,
+                    rt.lr_schedule.index, rt.lr_schedule.plan[rt.lr_schedule.index].lr)
+    stage, local = rt.objective.stage_at(rt.step)
+    if local != 0 or rt.step == 0:
+        return
+    if stage.reset_optimizer:
+        zeroed = reset_optimizer_state(rt.optimizer)
+        logger.info("step %d: stage %r begins with fresh optimizer moments (%d tensors zeroed)",
+                    rt.step + 1, stage.name, zeroed)
+    if stage.refresh_reference:
+        from megatron_uniapl.checkpoint import reference
+
+        keep = rt.config.checkpoint_dir if rt.config.checkpoint.enabled else None
+        reference.refresh(rt.chunks, rt.reference_chunks, keep, rt.step)
 
 
 def _model_dir(config: RunConfig) -> Path:
@@ -239,6 +266,12 @@ def build_runtime(config: RunConfig, plan: preflight.Plan | None = None) -> Runt
     fresh = not plan.resuming
     chunks = build_policy(config, arch, hf_dir, load_weights=fresh)
     optimizer, lr_schedule = build_optimizer(chunks, optimizer_settings(config), total_steps=config.train.steps)
+    lr_plan = config.lr_plan()
+    if lr_plan is not None:
+        from megatron_uniapl.model.stage_schedule import StagedLRSchedule
+
+        o = config.optimizer
+        lr_schedule = StagedLRSchedule(optimizer, lr_plan, o.decay, o.weight_decay, base_lr=o.lr)
     reference = build_policy(config, arch, hf_dir, frozen=True) if any(s.beta > 0 for s in stages) else None
     rt = Runtime(
         config=config, objective=objective, arch=arch, tokenizer=tokenizer, chunks=chunks,
@@ -247,6 +280,10 @@ def build_runtime(config: RunConfig, plan: preflight.Plan | None = None) -> Runt
         discriminator=_discriminator(config, any(s.uses_discriminator for s in stages), tokenizer, load_weights=fresh),
     )
     resume.restore(rt, plan.resume_from)
+    if reference is not None and plan.resuming:
+        from megatron_uniapl.checkpoint import reference as reference_store
+
+        reference_store.restore(reference, config.checkpoint_dir, objective.refreshes_before(rt.step))
     if config.checkpoint.enabled:  # now, while there is nothing to save (checkpoint/writer_process.py)
         shield_writer_helper()
     if any(s.uses_rollouts for s in stages):

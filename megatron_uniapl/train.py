@@ -48,7 +48,7 @@ from megatron_uniapl.model.distributed import StepResult, train_step
 from megatron_uniapl.parallel import launch_nodes
 from megatron_uniapl.nonfinite import check_streak, count_step, save_unless_in_streak
 from megatron_uniapl.outcome import RunFailed
-from megatron_uniapl.runtime import Runtime, build_runtime, save, shutdown
+from megatron_uniapl.runtime import Runtime, begin_step, build_runtime, save, shutdown
 from megatron_uniapl.stop import StopRequest, StopRequested, stop_if_requested
 
 logger = logging.getLogger("megatron_uniapl.train")
@@ -87,6 +87,7 @@ def optimize(rt: Runtime, samples: list[Sample], weights: StepWeights) -> StepRe
     """Pack the mixed batch, recompute old (and reference) log-probs, take one optimizer step.
 
     The result's metrics carry the loss terms and the engine/trainer log-prob mismatch."""
+    begin_step(rt)  # first: a refreshed reference must score this step's rollouts
     packed = pack_samples(samples, rt.config.train.micro_batch_tokens, rt.dp_size,
                           pad_to_multiple_of=rt.config.model.token_multiple, pad_token_id=rt.tokenizer.pad_id)
     batches = rank_batches(packed, rt.dp_rank)

@@ -106,13 +106,41 @@ def test_cotrained_discriminator_trains_logs_and_resumes(hf_dir, tmp_path):
     assert "resumed from" in out and sorted(rows(run_dir)) == [1, 2, 3]
 
 
-def test_staged_variant_switches_weights_in_one_invocation(hf_dir, tmp_path):
-    """SFT -> GRPO: the first stage trains on demonstrations only, the second on rollouts only."""
+def test_staged_variant_switches_weights_lr_optimizer_and_reference_and_resumes(hf_dir, tmp_path):
+    """SFT -> GRPO with a learning rate per stage, fresh optimizer moments and a refreshed KL
+    reference for GRPO: the first stage trains on demonstrations only, the second on rollouts
+    only; each stage runs its own schedule; the KL at the GRPO stage's first step is exactly 0
+    (the reference is the policy that step starts from); and a run resumed after the boundary
+    (from step 3: the reference must come from its saved copy) repeats step 4 exactly."""
+    import shutil
+
+    from train_runs import assert_rows_equal
+
+    from megatron_uniapl.checkpoint import layout
+
     run_dir = tmp_path / "staged"
-    run(run_dir, hf_dir, ["objective.variant=sft->grpo", "objective.first_stage_steps=1", "discriminator.kind=none",
-                          "train.steps=3", "checkpoint.enabled=false"])
-    assert not (run_dir / "checkpoints").exists()  # not even at the end
-    r = rows(run_dir)
-    assert r[1]["objective/mu"] == 1.0 and "reward/task_mean" not in r[1] and r[1]["loss/sft"] > 0
-    for step in (2, 3):
-        assert r[step]["objective/mu"] == 0.0 and "reward/task_mean" in r[step] and not r[step].get("loss/sft")
+    staged = ["objective.variant=sft->grpo", "objective.first_stage_steps=2", "objective.first_stage_lr=0.01",
+              "objective.reset_optimizer=true", "objective.refresh_reference=true", "objective.beta=0.1",
+              "optimizer.warmup_steps=0", "discriminator.kind=none", "train.steps=4", "checkpoint.every=1",
+              "checkpoint.keep_last=4"]
+    out = run(run_dir, hf_dir, staged)
+    first = rows(run_dir)
+    assert first[1]["objective/mu"] == 1.0 and "reward/task_mean" not in first[1] and first[1]["loss/sft"] > 0
+    for step in (3, 4):
+        assert first[step]["objective/mu"] == 0.0 and "reward/task_mean" in first[step] and not first[step].get("loss/sft")
+    # Cosine from each stage's peak (0.01, then optimizer.lr 0.003) to min_lr 0.0003 over 2 steps.
+    assert [first[s]["optim/lr"] for s in (1, 2, 3, 4)] == pytest.approx(
+        [0.01, 0.0003 + 0.0097 / 2, 0.003, 0.0003 + 0.0027 / 2], rel=1e-12)
+    assert "step 3: stage 'grpo' begins with fresh optimizer moments" in out
+    # The SFT stage moved the policy (measured: KL 0.24 at step 3 against the initial model), so
+    # an exact 0 says the reference is the policy step 3 starts from. The resumed run's step 4
+    # below equals the first run's only if it reads that reference back.
+    assert first[3]["loss/kl"] == 0.0
+    assert (run_dir / "checkpoints" / f"reference_{layout.iteration_name(2)}" / "weights").is_dir()
+    # Resume from step 3: the reference refreshed at the boundary is read back, not rebuilt.
+    checkpoints = run_dir / "checkpoints"
+    shutil.rmtree(checkpoints / layout.iteration_name(4))
+    layout.write_latest(checkpoints, layout.iteration_name(3))
+    out = run(run_dir, hf_dir, staged)
+    assert "resumed from" in out and "KL reference restored from" in out
+    assert_rows_equal(rows(run_dir), first, steps=(4,))

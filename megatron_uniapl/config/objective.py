@@ -78,6 +78,23 @@ class Stage:
     """Reward-shaping ablation: task signal becomes r + lambda_shape * d; 0 = off."""
     rollout_prompts: str = "rl"
     """Which prompts the engine samples: "none", "rl" (RL prompts) or "demo" (A-SFT)."""
+    lr: float | None = None
+    """Peak learning rate of this stage; None: `optimizer.lr`. When any stage sets `lr`, every
+    stage runs a learning-rate schedule of its own (warm-up, then decay over the stage's steps);
+    otherwise one schedule spans the run (config/lr_plan.py)."""
+    min_lr: float | None = None
+    """Learning rate at the end of this stage's own schedule; None: `optimizer.min_lr` (capped at
+    the stage's `lr`). Only with per-stage schedules."""
+    warmup_steps: int | None = None
+    """Warm-up steps of this stage's own schedule; None: `optimizer.warmup_steps`."""
+    reset_optimizer: bool = False
+    """Zero the optimizer's moments (Adam's first and second moments and step count) when this
+    stage begins, as if it were a run of its own: SFT-sized Adam statistics carried into an RL
+    stage skew its first updates. Ignored on the first stage (there is nothing to reset)."""
+    refresh_reference: bool = False
+    """Make the KL reference the policy as this stage begins (the result of the stages before,
+    e.g. the SFT model of SFT -> GRPO) instead of the initial model. Needs beta > 0. The
+    refreshed reference is saved once beside the checkpoints, so a resumed run keeps it."""
 
     @property
     def uses_rollouts(self) -> bool:
@@ -103,6 +120,14 @@ class Stage:
                 raise ValueError(f"{where}.{name} must be >= 0 (it is a loss weight), got {v}")
         if self.steps is not None and self.steps <= 0:
             raise ValueError(f"{where}.steps must be > 0 or None, got {self.steps}")
+        if self.lr is not None and not self.lr > 0:
+            raise ValueError(f"{where}.lr must be > 0, got {self.lr}")
+        if self.min_lr is not None and (self.min_lr < 0 or (self.lr is not None and self.min_lr > self.lr)):
+            raise ValueError(f"{where}.min_lr must be in [0, lr], got {self.min_lr} (lr {self.lr})")
+        if self.refresh_reference and self.beta <= 0:
+            raise ValueError(f"{where}.refresh_reference needs beta > 0: without a KL term there is no reference")
+        if self.warmup_steps is not None and self.warmup_steps < 0:
+            raise ValueError(f"{where}.warmup_steps must be >= 0, got {self.warmup_steps}")
         if self.rollout_prompts not in ROLLOUT_PROMPTS:
             raise ValueError(
                 f"{where}.rollout_prompts is {self.rollout_prompts!r}; choose one of {ROLLOUT_PROMPTS}"
@@ -176,6 +201,19 @@ class ObjectiveConfig:
             offset -= stage.steps
         last = self.stages[-1]
         return last, offset + last.steps  # past the planned end: hold the last stage's weights
+
+    def refreshes_before(self, step: int) -> list[int]:
+        """Global steps, before `step`, at which a stage began that refreshes the reference."""
+        out, start = [], 0
+        for stage in self.stages:
+            if start >= step:
+                break
+            if stage.refresh_reference and start > 0:
+                out.append(start)
+            if stage.steps is None:
+                break
+            start += stage.steps
+        return out
 
     def weights_at(self, step: int) -> StepWeights:
         """The weights of the objective at global optimizer `step`."""

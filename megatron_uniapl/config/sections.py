@@ -25,6 +25,7 @@ from megatron_uniapl.config.discriminator import (
     CoTrainedDiscriminatorConfig,
     FrozenScorerConfig,
 )
+from megatron_uniapl.config.lr_plan import StageLR, stage_lr_plan
 from megatron_uniapl.config.model import ModelOptions
 from megatron_uniapl.config.objective import (
     ObjectiveConfig,
@@ -97,6 +98,15 @@ class ObjectiveSection:
     """Reward-shaping coefficient of "reward-shaping" (A = groupnorm(r + lambda_shape * d))."""
     first_stage_steps: int = 100
     """Length in optimizer steps of the first stage of the staged variants (X->Y)."""
+    first_stage_lr: float | None = None
+    """Peak learning rate of the first stage of the staged variants; None: `optimizer.lr` with one
+    schedule over the run. Set, each stage runs a schedule of its own and the second stage's
+    peak is `optimizer.lr` (an SFT stage wants about 10x an RL stage's rate)."""
+    reset_optimizer: bool = False
+    """Staged variants: start the second stage with zeroed optimizer moments (a fresh Adam)."""
+    refresh_reference: bool = False
+    """Staged variants with beta > 0: the second stage's KL reference is the policy as it begins
+    (the first stage's result), not the initial model."""
     chord: MuSchedule = field(default_factory=lambda: MuSchedule(kind="chord"))
     """The mu schedule of "chord" and "a-chord"."""
     stages: list[Stage] = field(default_factory=list)
@@ -118,6 +128,8 @@ class ObjectiveSection:
         return objective_for_variant(
             self.variant, mu=self.mu, lambda_adv=self.lambda_adv, beta=self.beta,
             lambda_shape=self.lambda_shape, first_stage_steps=self.first_stage_steps,
+            first_stage_lr=self.first_stage_lr, reset_optimizer=self.reset_optimizer,
+            refresh_reference=self.refresh_reference,
             chord=replace(self.chord), pg=replace(self.pg),
         )
 
@@ -307,6 +319,11 @@ class RunConfig:
         """`checkpoint.dir`, or `<run_dir>/checkpoints` when unset."""
         return self.checkpoint.dir or f"{self.logging.run_dir.rstrip('/')}/checkpoints"
 
+    def lr_plan(self) -> list[StageLR] | None:
+        """Each stage's own learning-rate schedule when a stage sets `lr`, else None (one schedule)."""
+        o = self.optimizer
+        return stage_lr_plan(self.objective_config().stages, o.lr, o.min_lr, o.warmup_steps, self.train.steps)
+
     @property
     def data_seed(self) -> int:
         """The seed of the data order: `data.shuffle_seed`, or `train.seed` when that is unset."""
@@ -322,6 +339,10 @@ class RunConfig:
             _checked(name, getattr(self, name).validate)
         objective = self.objective_config()
         needs_engine = any(s.uses_rollouts for s in objective.stages)
+        for i, stage_lr in enumerate(self.lr_plan() or []):
+            if stage_lr.min_lr > stage_lr.lr:
+                raise ConfigError(f"objective.stages[{i}].min_lr ({stage_lr.min_lr}) exceeds the stage's learning "
+                                  f"rate ({stage_lr.lr}, optimizer.lr when the stage sets none)")
         try:
             objective.check_requirements(
                 has_rollout_engine=True, has_references=True, has_demonstrations=self.data.demo_file is not None

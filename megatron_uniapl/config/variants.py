@@ -14,6 +14,8 @@
     reward-shaping   fixed (0.5)        0 (shaping lambda_shape > 0)  1
 
 Staged variants take `first_stage_steps` for their first stage; the last stage runs to the end.
+With `first_stage_lr` the first stage runs at its own learning rate and each stage has a schedule of
+its own (config/lr_plan.py); `reset_optimizer` starts the second stage with fresh optimizer moments.
 """
 
 from __future__ import annotations
@@ -52,7 +54,8 @@ def _a_grpo(p) -> Stage:
 
 def _staged(first: Callable, second: Callable) -> Callable:
     def build(p) -> list[Stage]:
-        return [replace(first(p), steps=p["first_stage_steps"]), second(p)]
+        return [replace(first(p), steps=p["first_stage_steps"], lr=p["first_stage_lr"]),
+                replace(second(p), reset_optimizer=p["reset_optimizer"], refresh_reference=p["refresh_reference"])]
 
     return build
 
@@ -85,6 +88,9 @@ def objective_for_variant(
     beta: float = 0.0,
     lambda_shape: float = 0.1,
     first_stage_steps: int = 100,
+    first_stage_lr: float | None = None,
+    reset_optimizer: bool = False,
+    refresh_reference: bool = False,
     chord: MuSchedule | None = None,
     pg: PolicyGradientConfig | None = None,
 ) -> ObjectiveConfig:
@@ -95,6 +101,9 @@ def objective_for_variant(
     beta:              KL weight of every stage that rolls out (default 0, no KL).
     lambda_shape:      shaping coefficient of "reward-shaping".
     first_stage_steps: length of the first stage of staged variants.
+    first_stage_lr:    peak learning rate of that first stage (None: the optimizer's, one schedule).
+    reset_optimizer:   staged variants: zero the optimizer's moments when the second stage begins.
+    refresh_reference: staged variants: the second stage's KL reference is the first stage's result.
     chord:             the mu schedule of "chord" / "a-chord" (default `MuSchedule(kind="chord")`).
     pg:                policy-gradient settings (default `PolicyGradientConfig()`).
     Unknown names raise ValueError suggesting the closest known name.
@@ -108,6 +117,9 @@ def objective_for_variant(
         beta=beta,
         lambda_shape=lambda_shape,
         first_stage_steps=first_stage_steps,
+        first_stage_lr=first_stage_lr,
+        reset_optimizer=reset_optimizer,
+        refresh_reference=refresh_reference,
         chord=chord if chord is not None else MuSchedule(kind="chord"),
     )
     config = ObjectiveConfig(variant=key, stages=_BUILDERS[key](params), pg=pg or PolicyGradientConfig())

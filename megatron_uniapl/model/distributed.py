@@ -118,7 +118,6 @@ def build_optimizer(model_chunks: list[torch.nn.Module], settings: OptimizerSett
     (`train_step` does).
     """
     from megatron.core.optimizer import OptimizerConfig, get_megatron_optimizer
-    from megatron.core.optimizer_param_scheduler import OptimizerParamScheduler
 
     settings.validate()
     model_config = model_chunks[0].config
@@ -139,20 +138,32 @@ def build_optimizer(model_chunks: list[torch.nn.Module], settings: OptimizerSett
     )
     optimizer = get_megatron_optimizer(config, model_chunks)
     decay_steps = settings.decay_steps or max(total_steps, settings.warmup_steps + 1)
-    scheduler = OptimizerParamScheduler(
+    scheduler = lr_scheduler(optimizer, settings.lr, settings.min_lr, settings.warmup_steps, decay_steps,
+                             settings.decay_style, settings.weight_decay)
+    return optimizer, scheduler
+
+
+def lr_scheduler(optimizer, lr: float, min_lr: float, warmup_steps: int, decay_steps: int, decay_style: str,
+                 weight_decay: float, scheduler_class=None):
+    """Megatron's scheduler: linear warm-up from 0 to `lr` over `warmup_steps` (none: `lr` from the
+    start), then `decay_style` down to `min_lr` at `decay_steps`; constant weight decay. It sets
+    the learning rate of `optimizer`'s parameter groups as it is built. `scheduler_class`: a
+    subclass of Megatron's `OptimizerParamScheduler` to build instead."""
+    from megatron.core.optimizer_param_scheduler import OptimizerParamScheduler
+
+    return (scheduler_class or OptimizerParamScheduler)(
         optimizer,
-        init_lr=0.0 if settings.warmup_steps else settings.lr,
-        max_lr=settings.lr,
-        min_lr=settings.min_lr,
-        lr_warmup_steps=settings.warmup_steps,
+        init_lr=0.0 if warmup_steps else lr,
+        max_lr=lr,
+        min_lr=min_lr,
+        lr_warmup_steps=warmup_steps,
         lr_decay_steps=decay_steps,
-        lr_decay_style=settings.decay_style,
-        start_wd=settings.weight_decay,
-        end_wd=settings.weight_decay,
+        lr_decay_style=decay_style,
+        start_wd=weight_decay,
+        end_wd=weight_decay,
         wd_incr_steps=decay_steps,
         wd_incr_style="constant",
     )
-    return optimizer, scheduler
 
 
 @dataclass
