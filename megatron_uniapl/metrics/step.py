@@ -5,7 +5,8 @@ the co-location phase timings, the discriminator's update metrics, the wall time
 one flat dict of namespaced metrics:
 
     loss/*, optim/*        from the optimizer step (last pipeline stage, gathered to rank 0)
-    rollout/*, reward/*    from the rollout samples (lengths, task reward, engine/trainer mismatch)
+    rollout/*, reward/*    from the rollout samples (lengths, task reward of the rollouts whose
+                           prompt has constraints, engine/trainer mismatch; metrics/rollouts.py)
     disc/*                 discriminator scores and its own updates
     time/*, mem/*          co-location phases and the whole step
     throughput/*, perf/*   tokens per second, model TFLOP/s per GPU, MFU on a GPU
@@ -23,6 +24,7 @@ import torch
 import torch.distributed as dist
 
 from megatron_uniapl.data.sample import Sample
+from megatron_uniapl.metrics.rollouts import task_reward_metrics
 from megatron_uniapl.model.presets import peak_tflops, training_flops_per_token
 
 if TYPE_CHECKING:
@@ -106,7 +108,7 @@ def step_metrics(outcome: StepOutcome, arch: Qwen3Arch, world: int, nodes: int) 
         **mfu_metrics(arch, trained, o.elapsed_s, world),
     }
     if o.rollouts:
-        metrics["reward/task_mean"] = _mean([s.rewards["task"] for s in o.rollouts])
+        metrics.update(task_reward_metrics(o.rollouts))
         metrics["rollout/response_len_mean"] = _mean([len(s.response_ids) for s in o.rollouts])
         if o.has_discriminator:
             metrics["disc/score_mean"] = _mean([s.disc_score for s in o.rollouts])
