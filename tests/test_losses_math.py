@@ -257,3 +257,24 @@ def test_mu_schedule_formula():
     assert MuSchedule(value=0.3).at(1000) == 0.3
     with pytest.raises(ValueError, match=r"objective.mu.peak must be in \[0, 1\]"):
         MuSchedule(kind="chord", peak=1.5).validate("objective.mu")
+
+
+def test_clip_fraction_is_a_share_of_the_global_rollout_tokens_summed_over_micro_batches():
+    # Four rollout tokens of the step in two micro-batches (plus one padding position):
+    #   mb 1: rho 1.5, A +1 (upper clip active); rho 1.5, A -1 (unclipped branch is the min)
+    #   mb 2: rho 0.5, A -1 (lower clip active); rho 1.0, A +1; padding rho 0.5, A -1 (ignored)
+    ln = math.log
+    micro = [
+        ([ln(1.5), ln(1.5)], [1.0, -1.0], [1, 1]),
+        ([ln(0.5), 0.0, ln(0.5)], [-1.0, 1.0, -1.0], [1, 1, 0]),
+    ]
+    summed: dict[str, float] = {}
+    for lp, adv, mask in micro:
+        lp = torch.tensor([lp], dtype=torch.float64)
+        term = clipped_surrogate_term(lp, torch.zeros_like(lp), torch.tensor([adv], dtype=torch.float64),
+                                      torch.tensor([mask]), clip_low=0.2, clip_high=0.2)
+        _, metrics = combine_terms({"pg_task": term}, {"pg_task": 1.0}, {"pg_task": 4})
+        for k, v in metrics.items():
+            summed[k] = summed.get(k, 0.0) + v.item()
+    assert summed["pg_task/clip_frac"] == 0.5
+    assert (summed["pg_task/clip_frac_low"], summed["pg_task/clip_frac_high"]) == (0.25, 0.25)

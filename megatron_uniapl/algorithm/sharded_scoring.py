@@ -4,7 +4,7 @@ Every rank holds the step's whole rollout list (the engines' generations are gat
 so scoring everything everywhere would repeat the same work on every rank: the constraint checks
 (CPU) and, worse, the frozen discriminator's forward passes (one per rollout, on every GPU).
 Instead rank r scores rollouts r, r + W, r + 2W, ... and an object all-gather of the (index,
-reward, score) triples gives every rank every result. A discriminator whose `score` is itself
+reward, verdicts, score) results gives every rank every result. A discriminator whose `score` is itself
 collective over a group of consecutive ranks (the co-trained Megatron backbone: its tensor-
 parallel group) is called by that whole group with the same share (`collective_ranks`).
 
@@ -20,7 +20,7 @@ import torch.distributed as dist
 
 from megatron_uniapl.algorithm.scoring import score_samples, score_with_discriminator
 from megatron_uniapl.config.reward import RewardMode
-from megatron_uniapl.data.sample import Sample
+from megatron_uniapl.data.sample import VERDICTS_KEY, Sample
 
 
 def shard_indices(count: int, rank: int, world: int, collective_ranks: int = 1) -> list[int]:
@@ -38,7 +38,8 @@ def score_rollouts(
     pool=None,
     collective_ranks: int = 1,
 ) -> None:
-    """Set `rewards["task"]` (and `disc_score` with a discriminator) on every rollout.
+    """Set `rewards["task"]`, the per-constraint verdicts (`meta[VERDICTS_KEY]`) and, with a
+    discriminator, `disc_score` on every rollout.
 
     Collective over the world when it has more than one rank; every rank must pass the same
     rollouts. `pool`: a `rewards.reward.RewardPool` for this rank's share, or None (in-process).
@@ -59,12 +60,13 @@ def score_rollouts(
     # or, with an empty share, not at all.
     if discriminator is not None:
         score_with_discriminator(discriminator, share)
-    results = [(i, reward, s.disc_score) for i, reward, s in zip(mine, rewards, share)]
+    results = [(i, reward, s.meta[VERDICTS_KEY], s.disc_score) for i, reward, s in zip(mine, rewards, share)]
     if world > 1:
         parts: list = [None] * world
         dist.all_gather_object(parts, results)
         results = [r for part in parts for r in part]
-    for index, reward, disc in results:
+    for index, reward, verdicts, disc in results:
         rollouts[index].rewards["task"] = reward
+        rollouts[index].meta[VERDICTS_KEY] = verdicts
         if discriminator is not None:
             rollouts[index].disc_score = disc

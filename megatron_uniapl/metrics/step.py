@@ -24,7 +24,12 @@ import torch
 import torch.distributed as dist
 
 from megatron_uniapl.data.sample import Sample
-from megatron_uniapl.metrics.rollouts import task_reward_metrics
+from megatron_uniapl.metrics.rollouts import (
+    constraint_pass_rates,
+    equal_group_metrics,
+    task_reward_metrics,
+    truncation_metrics,
+)
 from megatron_uniapl.model.presets import peak_tflops, training_flops_per_token
 
 if TYPE_CHECKING:
@@ -109,6 +114,11 @@ def step_metrics(outcome: StepOutcome, arch: Qwen3Arch, world: int, nodes: int) 
     }
     if o.rollouts:
         metrics.update(task_reward_metrics(o.rollouts))
+        metrics.update(equal_group_metrics(o.rollouts, with_task=o.weights.mu < 1.0,
+                                           with_disc=o.has_discriminator and (o.weights.lambda_adv > 0
+                                                                          or o.weights.lambda_shape > 0)))
+        metrics.update(truncation_metrics(o.rollouts))
+        metrics.update(constraint_pass_rates(o.rollouts))
         metrics["rollout/response_len_mean"] = _mean([len(s.response_ids) for s in o.rollouts])
         if o.has_discriminator:
             metrics["disc/score_mean"] = _mean([s.disc_score for s in o.rollouts])
