@@ -52,6 +52,20 @@ def rows(run_dir: Path) -> dict[int, dict]:
     return out
 
 
+def assert_time_explained(row: dict, phases: set[str]) -> None:
+    """The row labels exactly `phases` (time/<phase>_s; plus sync_check after the syncs that are
+    verified) and they sum, with other, to the step."""
+    labelled = {k[len("time/"):-len("_s")] for k in row if k.startswith("time/") and k.endswith("_s")}
+    assert labelled - {"sync_check"} == phases | {"step", "other"}
+    total = sum(row[f"time/{p}_s"] for p in labelled - {"step", "other"}) + row["time/other_s"]
+    assert total == pytest.approx(row["time/step_s"], rel=1e-9)
+    assert 0 <= row["time/other_s"] < row["time/step_s"]
+
+
+ROLLOUT_PHASES = {"data", "offload", "wake_weights", "weight_sync", "wake_kv", "generate", "sleep", "onload",
+                  "reward", "old_logprobs", "train"}
+
+
 @pytest.fixture(scope="module")
 def hf_dir(tmp_path_factory):
     from megatron_uniapl.model.tiny import create_tiny_qwen3
@@ -98,6 +112,9 @@ def test_cotrained_discriminator_trains_logs_and_resumes(hf_dir, tmp_path):
     for step in (1, 2):
         assert 0.0 <= first[step]["disc/acc"] <= 1.0 and first[step]["disc/loss"] > 0
         assert first[step]["loss/pg_adv"] != 0 or first[step]["objective/lambda_adv"] > 0
+    with_disc = ROLLOUT_PHASES | {"disc_score", "disc_update"}
+    assert_time_explained(first[1], with_disc)
+    assert_time_explained(first[2], with_disc | {"checkpoint"})  # checkpoint.every=2
     import torch
 
     saved = torch.load(run_dir / "checkpoints" / "iter_0000002" / "ranks" / "rank0.pt", weights_only=True)
@@ -116,3 +133,5 @@ def test_staged_variant_switches_weights_in_one_invocation(hf_dir, tmp_path):
     assert r[1]["objective/mu"] == 1.0 and "reward/task_mean" not in r[1] and r[1]["loss/sft"] > 0
     for step in (2, 3):
         assert r[step]["objective/mu"] == 0.0 and "reward/task_mean" in r[step] and not r[step].get("loss/sft")
+        assert_time_explained(r[step], ROLLOUT_PHASES)
+    assert_time_explained(r[1], {"data", "train"})  # SFT: no engine, no old log-probs

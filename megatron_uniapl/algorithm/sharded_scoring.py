@@ -14,7 +14,8 @@ discriminator scores equal them up to batching (the frozen model batches by leng
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import time
+from collections.abc import MutableMapping, Sequence
 
 import torch.distributed as dist
 
@@ -37,6 +38,7 @@ def score_rollouts(
     discriminator=None,
     pool=None,
     collective_ranks: int = 1,
+    times: MutableMapping[str, float] | None = None,
 ) -> None:
     """Set `rewards["task"]`, the per-constraint verdicts (`meta[VERDICTS_KEY]`) and, with a
     discriminator, `disc_score` on every rollout.
@@ -44,8 +46,18 @@ def score_rollouts(
     Collective over the world when it has more than one rank; every rank must pass the same
     rollouts. `pool`: a `rewards.reward.RewardPool` for this rank's share, or None (in-process).
     Raises ValueError (on every rank alike, before any collective) when the discriminator needs
-    an expert reference that a rollout lacks.
+    an expert reference that a rollout lacks. `times`, when given, gets this rank's seconds of
+    `time/reward_s` (constraint checks), `time/disc_score_s` (discriminator) and
+    `time/score_gather_s` (waiting for and gathering the other ranks' shares).
     """
+    times = {} if times is None else times
+
+    def lap(name: str) -> None:
+        nonlocal clock
+        now = time.perf_counter()
+        times[f"time/{name}_s"] = now - clock
+        clock = now
+
     if discriminator is not None:
         missing = [i for i, s in enumerate(rollouts) if s.reference_text is None]
         if missing:
@@ -55,16 +67,20 @@ def score_rollouts(
     rank = dist.get_rank() if dist.is_initialized() else 0
     mine = shard_indices(len(rollouts), rank, world, collective_ranks)
     share = [rollouts[i] for i in mine]
+    clock = time.perf_counter()
     rewards = score_samples(share, mode, pool=pool) if share else []
+    lap("reward")
     # The ranks of a collective discriminator's group hold the same share: they call it together
     # or, with an empty share, not at all.
     if discriminator is not None:
         score_with_discriminator(discriminator, share)
+        lap("disc_score")
     results = [(i, reward, s.meta[VERDICTS_KEY], s.disc_score) for i, reward, s in zip(mine, rewards, share)]
     if world > 1:
         parts: list = [None] * world
         dist.all_gather_object(parts, results)
         results = [r for part in parts for r in part]
+        lap("score_gather")
     for index, reward, verdicts, disc in results:
         rollouts[index].rewards["task"] = reward
         rollouts[index].meta[VERDICTS_KEY] = verdicts

@@ -8,7 +8,7 @@ one flat dict of namespaced metrics:
     rollout/*, reward/*    from the rollout samples (lengths, task reward of the rollouts whose
                            prompt has constraints, engine/trainer mismatch; metrics/rollouts.py)
     disc/*                 discriminator scores and its own updates
-    time/*, mem/*          co-location phases and the whole step
+    time/*, mem/*          every phase of the step, the rest as time/other_s (metrics/timing.py)
     throughput/*, perf/*   tokens per second, model TFLOP/s per GPU, MFU on a GPU
     objective/*            the step's weights (mu, lambda_adv)
 
@@ -30,6 +30,7 @@ from megatron_uniapl.metrics.rollouts import (
     task_reward_metrics,
     truncation_metrics,
 )
+from megatron_uniapl.metrics.timing import with_other_time
 from megatron_uniapl.model.presets import peak_tflops, training_flops_per_token
 
 if TYPE_CHECKING:
@@ -51,9 +52,11 @@ class StepOutcome:
     result: StepResult
     """The optimizer step's report (loss metrics on the last pipeline stage)."""
     elapsed_s: float
-    """Wall time of the whole step."""
+    """Wall time of the step up to its metrics (a checkpoint save after it is added to the row
+    by `timing.with_checkpoint_time`; throughput and MFU leave it out)."""
     phase_metrics: dict[str, float] = field(default_factory=dict)
-    """Co-location timings and memory of this step's rollout round."""
+    """Seconds of each phase of the step (`time/<phase>_s`: the co-location round's and the
+    loop's own, which do not overlap) and the rollout round's memory."""
     disc_metrics: dict[str, float] = field(default_factory=dict)
     """The co-trained discriminator's update metrics."""
     has_discriminator: bool = False
@@ -104,10 +107,9 @@ def step_metrics(outcome: StepOutcome, arch: Qwen3Arch, world: int, nodes: int) 
     o, r = outcome, outcome.result
     trained = (o.demos if o.weights.mu > 0 else []) + o.rollouts
     metrics = {
-        **from_last_stage(r.metrics), **o.phase_metrics, **o.disc_metrics,
+        **from_last_stage(r.metrics), **with_other_time(o.phase_metrics, o.elapsed_s), **o.disc_metrics,
         "objective/mu": o.weights.mu, "objective/lambda_adv": o.weights.lambda_adv,
         "optim/lr": r.learning_rate, "optim/grad_norm": r.grad_norm, "optim/skipped": float(r.skipped),
-        "time/step_s": o.elapsed_s,
         "throughput/tokens_per_s": sum(s.num_tokens for s in trained) / o.elapsed_s,
         "gpus": world, "nodes": nodes,
         **mfu_metrics(arch, trained, o.elapsed_s, world),
