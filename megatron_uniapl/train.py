@@ -44,6 +44,7 @@ from megatron_uniapl.metrics.step import (
     step_metrics,
     summarize,
 )
+from megatron_uniapl.metrics.timing import timed, with_checkpoint_time
 from megatron_uniapl.model.distributed import StepResult, train_step
 from megatron_uniapl.parallel import launch_nodes
 from megatron_uniapl.nonfinite import check_streak, count_step, save_unless_in_streak
@@ -77,16 +78,18 @@ def generate(rt: Runtime, prompts: list[stream.EncodedPrompt]) -> list[Sample]:
     return rollout_samples(prompts, gens, group_offset=0)
 
 
-def score(rt: Runtime, rollouts: list[Sample]) -> None:
+def score(rt: Runtime, rollouts: list[Sample], times: dict[str, float]) -> None:
     """Task rewards and discriminator scores, each rank computing a share (algorithm/sharded_scoring.py)."""
     collective = rt.config.model.tensor_parallel if rt.config.discriminator.kind == "cotrained" else 1
-    score_rollouts(rollouts, rt.config.reward.mode, rt.discriminator, rt.reward_pool, collective_ranks=collective)
+    score_rollouts(rollouts, rt.config.reward.mode, rt.discriminator, rt.reward_pool, collective_ranks=collective,
+                   times=times)
 
 
-def optimize(rt: Runtime, samples: list[Sample], weights: StepWeights) -> StepResult:
+def optimize(rt: Runtime, samples: list[Sample], weights: StepWeights, times: dict[str, float]) -> StepResult:
     """Pack the mixed batch, recompute old (and reference) log-probs, take one optimizer step.
 
-    The result's metrics carry the loss terms and the engine/trainer log-prob mismatch."""
+    The result's metrics carry the loss terms and the engine/trainer log-prob mismatch; `times`
+    gets the log-prob recomputations' and the training pass's seconds."""
     begin_step(rt)  # first: a refreshed reference must score this step's rollouts
     packed = pack_samples(samples, rt.config.train.micro_batch_tokens, rt.dp_size,
                           pad_to_multiple_of=rt.config.model.token_multiple, pad_token_id=rt.tokenizer.pad_id)
@@ -94,11 +97,14 @@ def optimize(rt: Runtime, samples: list[Sample], weights: StepWeights) -> StepRe
     # Rollout tokens are scored at the temperature they were sampled at (algorithm/loss.py).
     temperature = rt.config.rollout.sampling.temperature
     if weights.mu < 1.0 or weights.lambda_adv > 0:
-        attach_logprobs(rt.chunks, batches, "old_logprobs", temperature)
+        with timed(times, "old_logprobs"):
+            attach_logprobs(rt.chunks, batches, "old_logprobs", temperature)
     if weights.beta > 0:
-        attach_logprobs(rt.reference_chunks, batches, "ref_logprobs", temperature)
+        with timed(times, "ref_logprobs"):
+            attach_logprobs(rt.reference_chunks, batches, "ref_logprobs", temperature)
     loss = UniAPLLoss(weights, rt.objective.pg, packed.term_counts(), rollout_temperature=temperature)
-    result = train_step(rt.chunks, rt.optimizer, batches, loss, rt.lr_schedule)
+    with timed(times, "train"):
+        result = train_step(rt.chunks, rt.optimizer, batches, loss, rt.lr_schedule)
     result.metrics.update(mismatch_metrics(batches))
     return result
 
@@ -123,26 +129,41 @@ def train(config: RunConfig, plan=None, stop_request: StopRequest | None = None)
             stage, _ = rt.objective.stage_at(rt.step)
             weights = rt.objective.weights_at(rt.step)
             needs_demos = weights.mu > 0 or stage.rollout_prompts == "demo"
-            demos = sample_demos(rt, config.data.demos_per_step) if needs_demos else []
+            times: dict[str, float] = {}  # time/<phase>_s of the loop's own phases (metrics/timing.py)
             rollouts: list[Sample] = []
+            with timed(times, "data"):
+                demos = sample_demos(rt, config.data.demos_per_step) if needs_demos else []
+                prompts = sample_prompts(rt, stage.rollout_prompts, demos) if stage.uses_rollouts else []
             if stage.uses_rollouts:
-                rollouts = generate(rt, sample_prompts(rt, stage.rollout_prompts, demos))
-                score(rt, rollouts)
+                rollouts = generate(rt, prompts)
+                score(rt, rollouts, times)
                 assign_advantages(rollouts, weights, rt.objective.pg)
-            result = optimize(rt, (demos if weights.mu > 0 else []) + rollouts, weights)
-            disc_metrics = cotrain_discriminator(rt.discriminator, rt.step, rollouts)
+            result = optimize(rt, (demos if weights.mu > 0 else []) + rollouts, weights, times)
+            disc_metrics: dict[str, float] = {}
+            if rt.discriminator is not None and rollouts:
+                with timed(times, "disc_update"):  # only a co-trained one has work here
+                    disc_metrics = cotrain_discriminator(rt.discriminator, rt.step, rollouts)
 
             rt.step += 1
             count_step(rt.loop, result.skipped, rt.chunks)
+            phases = {**(rt.colocation.metrics if rollouts else {}), **times}
             outcome = StepOutcome(weights, demos, rollouts, result, time.perf_counter() - start,
-                                  phase_metrics=rt.colocation.metrics if rollouts else {},
-                                  disc_metrics=disc_metrics, has_discriminator=rt.discriminator is not None)
-            report.report(rt.step, step_metrics(outcome, rt.arch, world, nodes))
-            check_streak(rt.loop, config.train.max_nonfinite_steps, lambda: latest_checkpoint(config.checkpoint_dir))
-            every = config.checkpoint.every  # 0 = only at the end
-            due = (every and rt.step % every == 0) or rt.step == config.train.steps
-            if config.checkpoint.enabled and due and save_unless_in_streak(rt, save):
-                saved_at = rt.step
+                                  phase_metrics=phases, disc_metrics=disc_metrics,
+                                  has_discriminator=rt.discriminator is not None)
+            metrics = step_metrics(outcome, rt.arch, world, nodes)
+            try:
+                check_streak(rt.loop, config.train.max_nonfinite_steps,
+                             lambda: latest_checkpoint(config.checkpoint_dir))
+                every = config.checkpoint.every  # 0 = only at the end
+                due = (every and rt.step % every == 0) or rt.step == config.train.steps
+                saving = time.perf_counter()
+                if config.checkpoint.enabled and due and save_unless_in_streak(rt, save):
+                    saved_at = rt.step
+                    metrics = with_checkpoint_time(metrics, time.perf_counter() - saving)
+            finally:
+                # The row is written after the save so that it can hold the save's time; also
+                # when the streak check or the save fails (writing it is local to rank 0).
+                report.report(rt.step, metrics)
     except (CheckpointError, DataError) as err:  # e.g. a save on a disk that filled up
         raise RunFailed(str(err)) from None
     finally:

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from megatron_uniapl.config.schedule import MuSchedule
-from megatron_uniapl.losses.advantages import group_normalize, shaped_signal
+from megatron_uniapl.losses.advantages import group_normalize, shaped_advantages, shaped_signal
 from megatron_uniapl.losses.logprobs import entropy_from_logits, logprobs_from_logits
 from megatron_uniapl.losses.pg import clipped_surrogate_term, kl_term
 from megatron_uniapl.losses.reduction import LossTerm, combine_terms
@@ -104,8 +104,34 @@ def test_group_normalize_population_sample_and_mean_only():
     assert a.tolist() == pytest.approx([0.75, 0.0, -0.25, 0.0, -0.25, -0.25, 0.0], abs=1e-12)
     # Shaping: r + 0.5 d.
     assert shaped_signal([1.0, 0.0], [2.0, -4.0], 0.5).tolist() == [2.0, -2.0]
+    # A constant group is 0 also without eps (0/0 would be NaN), even where 0.1*3/3 != 0.1.
+    assert group_normalize([0.1, 0.1, 0.1, 1.0, 0.0], [0, 0, 0, 1, 1], eps=0.0).tolist() == [0, 0, 0, 1, -1]
     with pytest.raises(ValueError, match="non-finite"):
         group_normalize([1.0, float("nan")], [0, 0])
+
+
+def test_shaping_joint_ignores_lambda_in_equal_reward_groups_and_per_term_does_not():
+    # Group 0: rewards equal (1, 1), scores (1, -1). Group 1 (three samples): rewards (1, 0, 0),
+    # scores (0, 1, -1). eps 0 so the values are exact.
+    r, d, g = [1.0, 1.0, 1.0, 0.0, 0.0], [1.0, -1.0, 0.0, 1.0, -1.0], [0, 0, 1, 1, 1]
+    r2 = math.sqrt(2.0)
+    for lam in (0.5, 0.1):
+        # joint, group 0: r + lam*d = (1 + lam, 1 - lam) -> (+1, -1) whatever lam is.
+        a = shaped_advantages(r, d, g, lam, "joint", eps=0.0)
+        assert a[:2].tolist() == pytest.approx([1.0, -1.0], abs=1e-12)
+        # per_term, group 0: groupnorm(r) = 0, groupnorm(d) = (+1, -1) -> (lam, -lam).
+        a = shaped_advantages(r, d, g, lam, "per_term", eps=0.0)
+        assert a[:2].tolist() == pytest.approx([lam, -lam], abs=1e-12)
+    # joint, group 1, lam 1: r + d = (1, 1, -1): mean 1/3, centered (2/3, 2/3, -4/3), std 2*sqrt(2)/3.
+    a = shaped_advantages(r, d, g, 1.0, "joint", eps=0.0)
+    assert a[2:].tolist() == pytest.approx([1 / r2, 1 / r2, -r2], abs=1e-12)
+    # per_term, group 1, lam 0.5: groupnorm(r) = (sqrt 2, -1/sqrt 2, -1/sqrt 2),
+    # groupnorm(d) = (0, sqrt(3/2), -sqrt(3/2)).
+    s = math.sqrt(1.5)
+    a = shaped_advantages(r, d, g, 0.5, "per_term", eps=0.0)
+    assert a[2:].tolist() == pytest.approx([r2, -1 / r2 + 0.5 * s, -1 / r2 - 0.5 * s], abs=1e-12)
+    with pytest.raises(ValueError, match="'joint' or 'per_term', got 'sum'"):
+        shaped_advantages(r, d, g, 0.5, "sum")
 
 
 # Five tokens: (rho, A) = (1.5, +1), (1.5, -1), (0.5, -2), (0.5, +2), (1.0, +3 masked out).
@@ -231,3 +257,24 @@ def test_mu_schedule_formula():
     assert MuSchedule(value=0.3).at(1000) == 0.3
     with pytest.raises(ValueError, match=r"objective.mu.peak must be in \[0, 1\]"):
         MuSchedule(kind="chord", peak=1.5).validate("objective.mu")
+
+
+def test_clip_fraction_is_a_share_of_the_global_rollout_tokens_summed_over_micro_batches():
+    # Four rollout tokens of the step in two micro-batches (plus one padding position):
+    #   mb 1: rho 1.5, A +1 (upper clip active); rho 1.5, A -1 (unclipped branch is the min)
+    #   mb 2: rho 0.5, A -1 (lower clip active); rho 1.0, A +1; padding rho 0.5, A -1 (ignored)
+    ln = math.log
+    micro = [
+        ([ln(1.5), ln(1.5)], [1.0, -1.0], [1, 1]),
+        ([ln(0.5), 0.0, ln(0.5)], [-1.0, 1.0, -1.0], [1, 1, 0]),
+    ]
+    summed: dict[str, float] = {}
+    for lp, adv, mask in micro:
+        lp = torch.tensor([lp], dtype=torch.float64)
+        term = clipped_surrogate_term(lp, torch.zeros_like(lp), torch.tensor([adv], dtype=torch.float64),
+                                      torch.tensor([mask]), clip_low=0.2, clip_high=0.2)
+        _, metrics = combine_terms({"pg_task": term}, {"pg_task": 1.0}, {"pg_task": 4})
+        for k, v in metrics.items():
+            summed[k] = summed.get(k, 0.0) + v.item()
+    assert summed["pg_task/clip_frac"] == 0.5
+    assert (summed["pg_task/clip_frac_low"], summed["pg_task/clip_frac_high"]) == (0.25, 0.25)

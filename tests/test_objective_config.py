@@ -155,6 +155,13 @@ def test_advantage_assignment_per_variant():
         {"task": 1.0},
         {"task": -1.0},
     ]
+    # The same with per_term shaping, lambda_shape 0.5: group 0 has rewards (1, 0) and scores
+    # (0.5, -0.5): 1 + 0.5 * 1 = 1.5; group 1 has equal rewards: 0 + 0.5 * (+-1).
+    samples = _rollouts()
+    weights = objective_for_variant("reward-shaping", lambda_shape=0.5, shape_norm="per_term").weights_at(0)
+    assert weights.shape_norm == "per_term"
+    assign_advantages(samples, weights, pg)
+    assert [s.advantages for s in samples[:4]] == [{"task": 1.5}, {"task": -1.5}, {"task": 0.5}, {"task": -0.5}]
     with pytest.raises(ValueError, match="have no reward 'task'"):
         assign_advantages(_rollouts(with_reward=False), objective_for_variant("grpo").weights_at(0), pg)
 
@@ -186,3 +193,5 @@ def test_bad_configurations_have_clear_errors():
     cfg.stages = [Stage("x", lambda_adv=0.1, lambda_shape=0.1)]
     with pytest.raises(ValueError, match="sets both lambda_adv and lambda_shape"):
         cfg.validate()
+    with pytest.raises(ValueError, match=r"objective.stages\[0\].shape_norm is 'sum'; choose one of \('joint', 'per_term'\)"):
+        objective_for_variant("reward-shaping", shape_norm="sum")

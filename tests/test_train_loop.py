@@ -52,6 +52,20 @@ def rows(run_dir: Path) -> dict[int, dict]:
     return out
 
 
+def assert_time_explained(row: dict, phases: set[str]) -> None:
+    """The row labels exactly `phases` (time/<phase>_s; plus sync_check after the syncs that are
+    verified) and they sum, with other, to the step."""
+    labelled = {k[len("time/"):-len("_s")] for k in row if k.startswith("time/") and k.endswith("_s")}
+    assert labelled - {"sync_check"} == phases | {"step", "other"}
+    total = sum(row[f"time/{p}_s"] for p in labelled - {"step", "other"}) + row["time/other_s"]
+    assert total == pytest.approx(row["time/step_s"], rel=1e-9)
+    assert 0 <= row["time/other_s"] < row["time/step_s"]
+
+
+ROLLOUT_PHASES = {"data", "offload", "wake_weights", "weight_sync", "wake_kv", "generate", "sleep", "onload",
+                  "reward", "old_logprobs", "train"}
+
+
 @pytest.fixture(scope="module")
 def hf_dir(tmp_path_factory):
     from megatron_uniapl.model.tiny import create_tiny_qwen3
@@ -98,6 +112,9 @@ def test_cotrained_discriminator_trains_logs_and_resumes(hf_dir, tmp_path):
     for step in (1, 2):
         assert 0.0 <= first[step]["disc/acc"] <= 1.0 and first[step]["disc/loss"] > 0
         assert first[step]["loss/pg_adv"] != 0 or first[step]["objective/lambda_adv"] > 0
+    with_disc = ROLLOUT_PHASES | {"disc_score", "disc_update"}
+    assert_time_explained(first[1], with_disc)
+    assert_time_explained(first[2], with_disc | {"checkpoint"})  # checkpoint.every=2
     import torch
 
     saved = torch.load(run_dir / "checkpoints" / "iter_0000002" / "ranks" / "rank0.pt", weights_only=True)
@@ -136,6 +153,11 @@ def test_staged_variant_switches_weights_lr_optimizer_and_reference_and_resumes(
     # an exact 0 says the reference is the policy step 3 starts from. The resumed run's step 4
     # below equals the first run's only if it reads that reference back.
     assert first[3]["loss/kl"] == 0.0
+    # Every phase is timed; each step saves a checkpoint (checkpoint.every=1); GRPO with beta > 0
+    # also recomputes reference log-probs.
+    assert_time_explained(first[1], {"data", "train", "checkpoint"})  # SFT: no engine, no old log-probs
+    for step in (3, 4):
+        assert_time_explained(first[step], ROLLOUT_PHASES | {"ref_logprobs", "checkpoint"})
     assert (run_dir / "checkpoints" / f"reference_{layout.iteration_name(2)}" / "weights").is_dir()
     # Resume from step 3: the reference refreshed at the boundary is read back, not rebuilt.
     checkpoints = run_dir / "checkpoints"

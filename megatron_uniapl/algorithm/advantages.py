@@ -5,7 +5,9 @@ term, on the same rollout tokens, driven by A_adv = groupnorm(d), where d = D(pr
 response) scores how expert-like each response is. It is weighted by `lambda_adv` in the objective,
 so its strength is set independently of the task reward and it cannot be drowned (or dominate)
 through the scale of d. The ablation the paper compares against instead folds the score into the
-reward, A_task = groupnorm(r + lambda_shape * d), and has no separate term.
+reward, A_task = groupnorm(r + lambda_shape * d) ("joint", the paper's), and has no separate
+term; `shape_norm="per_term"` uses groupnorm(r) + lambda_shape * groupnorm(d) instead, where lambda
+is not cancelled by groups of equal reward (losses/advantages.py).
 
 `assign_advantages` writes both into `Sample.advantages` ("task", "adv"), which is what packing
 reads; the loss itself (`clipped_surrogate_term`) does not care where an advantage came from.
@@ -17,7 +19,7 @@ from collections.abc import Sequence
 
 from megatron_uniapl.config.objective import PolicyGradientConfig, StepWeights
 from megatron_uniapl.data.sample import Sample, SampleKind
-from megatron_uniapl.losses.advantages import group_normalize, shaped_signal
+from megatron_uniapl.losses.advantages import group_normalize, shaped_advantages
 
 TASK = "task"
 """Advantage (and reward) key of the verifiable task signal."""
@@ -34,7 +36,8 @@ def assign_advantages(
     """Fill `advantages["task"]` and/or `advantages["adv"]` of every rollout sample, in place.
 
     Only the signals the step uses are computed: "task" when 1 - mu > 0 (from
-    `rewards[reward_key]`, plus `lambda_shape * disc_score` when shaping), "adv" when
+    `rewards[reward_key]`, shaped with `lambda_shape * disc_score` as `weights.shape_norm` says
+    when lambda_shape > 0), "adv" when
     lambda_adv > 0 (from `disc_score`). Demonstrations are left untouched. Missing inputs raise
     ValueError naming the sample.
     """
@@ -61,8 +64,10 @@ def assign_advantages(
             raise ValueError(f"rollout samples {missing[:10]} have no reward {reward_key!r}")
         signal = [float(s.rewards[reward_key]) for _, s in rollouts]
         if weights.lambda_shape > 0:
-            signal = shaped_signal(signal, scores(), weights.lambda_shape)
-        for (_, s), a in zip(rollouts, group_normalize(signal, groups, **norm).tolist()):
+            task = shaped_advantages(signal, scores(), groups, weights.lambda_shape, weights.shape_norm, **norm)
+        else:
+            task = group_normalize(signal, groups, **norm)
+        for (_, s), a in zip(rollouts, task.tolist()):
             s.advantages[TASK] = a
     if weights.lambda_adv > 0:
         for (_, s), a in zip(rollouts, group_normalize(scores(), groups, **norm).tolist()):

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from megatron_uniapl.data.sample import CONSTRAINTS_KEY, Sample, SampleKind
+from megatron_uniapl.data.sample import CONSTRAINTS_KEY, FINISH_REASON_KEY, Sample, SampleKind
 from megatron_uniapl.data.stream import EncodedPrompt
 
 
@@ -23,6 +23,6 @@ def rollout_samples(prompts: Sequence[EncodedPrompt], generations, group_offset:
             prompt_ids=list(p.prompt_ids), response_ids=list(gen.token_ids), kind=SampleKind.ROLLOUT,
             group_id=group_offset + gen.prompt_index, rollout_logprobs=list(gen.logprobs),
             prompt_text=p.prompt_text, response_text=gen.text, reference_text=p.reference_text,
-            meta={CONSTRAINTS_KEY: p.constraints},
+            meta={CONSTRAINTS_KEY: p.constraints, FINISH_REASON_KEY: gen.finish_reason},
         ))
     return out

@@ -12,14 +12,15 @@ from __future__ import annotations
 from typing import Sequence
 
 from megatron_uniapl.config.reward import RewardMode
-from megatron_uniapl.data.sample import CONSTRAINTS_KEY, Sample
+from megatron_uniapl.data.sample import CONSTRAINTS_KEY, VERDICTS_KEY, Sample
 from megatron_uniapl.discriminator.base import CoTrainable, Discriminator
-from megatron_uniapl.rewards.reward import RewardPool, score_batch
+from megatron_uniapl.rewards.reward import RewardPool, judge_batch
 
 
 def score_samples(samples: Sequence[Sample], mode: RewardMode | str = RewardMode.STRICT,
                   name: str = "task", pool: RewardPool | None = None) -> list[float]:
-    """Set `sample.rewards[name]` for every sample and return the rewards in order.
+    """Set `sample.rewards[name]` (and the per-constraint verdicts, `meta[VERDICTS_KEY]`) for
+    every sample and return the rewards in order.
 
     Raises ValueError naming the sample index when its text or constraints are missing.
     """
@@ -33,11 +34,12 @@ def score_samples(samples: Sequence[Sample], mode: RewardMode | str = RewardMode
                              f"list of Constraint, got {type(constraints).__name__}")
         prompts.append(constraints)
         responses.append(sample.response_text)
-    rewards = (pool.score(prompts, responses, mode) if pool is not None
-               else score_batch(prompts, responses, mode))
-    for sample, reward in zip(samples, rewards):
+    judged = (pool.judge(prompts, responses, mode) if pool is not None
+              else judge_batch(prompts, responses, mode))
+    for sample, (reward, verdicts) in zip(samples, judged):
         sample.rewards[name] = reward
-    return rewards
+        sample.meta[VERDICTS_KEY] = verdicts
+    return [reward for reward, _ in judged]
 
 
 def score_with_discriminator(discriminator: Discriminator, samples: Sequence[Sample]) -> None:

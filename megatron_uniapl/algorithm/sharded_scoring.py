@@ -4,7 +4,7 @@ Every rank holds the step's whole rollout list (the engines' generations are gat
 so scoring everything everywhere would repeat the same work on every rank: the constraint checks
 (CPU) and, worse, the frozen discriminator's forward passes (one per rollout, on every GPU).
 Instead rank r scores rollouts r, r + W, r + 2W, ... and an object all-gather of the (index,
-reward, score) triples gives every rank every result. A discriminator whose `score` is itself
+reward, verdicts, score) results gives every rank every result. A discriminator whose `score` is itself
 collective over a group of consecutive ranks (the co-trained Megatron backbone: its tensor-
 parallel group) is called by that whole group with the same share (`collective_ranks`).
 
@@ -14,13 +14,14 @@ discriminator scores equal them up to batching (the frozen model batches by leng
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import time
+from collections.abc import MutableMapping, Sequence
 
 import torch.distributed as dist
 
 from megatron_uniapl.algorithm.scoring import score_samples, score_with_discriminator
 from megatron_uniapl.config.reward import RewardMode
-from megatron_uniapl.data.sample import Sample
+from megatron_uniapl.data.sample import VERDICTS_KEY, Sample
 
 
 def shard_indices(count: int, rank: int, world: int, collective_ranks: int = 1) -> list[int]:
@@ -37,14 +38,26 @@ def score_rollouts(
     discriminator=None,
     pool=None,
     collective_ranks: int = 1,
+    times: MutableMapping[str, float] | None = None,
 ) -> None:
-    """Set `rewards["task"]` (and `disc_score` with a discriminator) on every rollout.
+    """Set `rewards["task"]`, the per-constraint verdicts (`meta[VERDICTS_KEY]`) and, with a
+    discriminator, `disc_score` on every rollout.
 
     Collective over the world when it has more than one rank; every rank must pass the same
     rollouts. `pool`: a `rewards.reward.RewardPool` for this rank's share, or None (in-process).
     Raises ValueError (on every rank alike, before any collective) when the discriminator needs
-    an expert reference that a rollout lacks.
+    an expert reference that a rollout lacks. `times`, when given, gets this rank's seconds of
+    `time/reward_s` (constraint checks), `time/disc_score_s` (discriminator) and
+    `time/score_gather_s` (waiting for and gathering the other ranks' shares).
     """
+    times = {} if times is None else times
+
+    def lap(name: str) -> None:
+        nonlocal clock
+        now = time.perf_counter()
+        times[f"time/{name}_s"] = now - clock
+        clock = now
+
     if discriminator is not None:
         missing = [i for i, s in enumerate(rollouts) if s.reference_text is None]
         if missing:
@@ -54,17 +67,22 @@ def score_rollouts(
     rank = dist.get_rank() if dist.is_initialized() else 0
     mine = shard_indices(len(rollouts), rank, world, collective_ranks)
     share = [rollouts[i] for i in mine]
+    clock = time.perf_counter()
     rewards = score_samples(share, mode, pool=pool) if share else []
+    lap("reward")
     # The ranks of a collective discriminator's group hold the same share: they call it together
     # or, with an empty share, not at all.
     if discriminator is not None:
         score_with_discriminator(discriminator, share)
-    results = [(i, reward, s.disc_score) for i, reward, s in zip(mine, rewards, share)]
+        lap("disc_score")
+    results = [(i, reward, s.meta[VERDICTS_KEY], s.disc_score) for i, reward, s in zip(mine, rewards, share)]
     if world > 1:
         parts: list = [None] * world
         dist.all_gather_object(parts, results)
         results = [r for part in parts for r in part]
-    for index, reward, disc in results:
+        lap("score_gather")
+    for index, reward, verdicts, disc in results:
         rollouts[index].rewards["task"] = reward
+        rollouts[index].meta[VERDICTS_KEY] = verdicts
         if discriminator is not None:
             rollouts[index].disc_score = disc

@@ -22,6 +22,9 @@ KL_ESTIMATORS = ("k1", "k2", "k3")
 
 ROLLOUT_PROMPTS = ("none", "rl", "demo")
 
+SHAPE_NORMS = ("joint", "per_term")
+"""How the reward-shaping ablation normalizes r and d (see `Stage.shape_norm`)."""
+
 
 @dataclass
 class PolicyGradientConfig:
@@ -75,7 +78,15 @@ class Stage:
     beta: float = 0.0
     """Weight of the KL penalty to the reference policy; 0 = off (no reference forward)."""
     lambda_shape: float = 0.0
-    """Reward-shaping ablation: task signal becomes r + lambda_shape * d; 0 = off."""
+    """Reward-shaping ablation: the discriminator score d is folded into the task signal with
+    this weight (how: `shape_norm`); 0 = off."""
+    shape_norm: str = "joint"
+    """How the shaping ablation combines r and d. "joint": A_task = groupnorm(r + lambda_shape * d),
+    the paper's ablation (the score is added to the reward, then GRPO normalizes as usual). Its
+    lambda only sets d's share relative to r within a group: where a group's rewards are all
+    equal, A_task = groupnorm(d) at full strength whatever lambda is. "per_term":
+    A_task = groupnorm(r) + lambda_shape * groupnorm(d), which keeps lambda a fixed weight of d
+    in every group (a control that tells the effect of lambda from that of the normalization)."""
     rollout_prompts: str = "rl"
     """Which prompts the engine samples: "none", "rl" (RL prompts) or "demo" (A-SFT)."""
     lr: float | None = None
@@ -118,6 +129,8 @@ class Stage:
             v = getattr(self, name)
             if v < 0:
                 raise ValueError(f"{where}.{name} must be >= 0 (it is a loss weight), got {v}")
+        if self.shape_norm not in SHAPE_NORMS:
+            raise ValueError(f"{where}.shape_norm is {self.shape_norm!r}; choose one of {SHAPE_NORMS}")
         if self.steps is not None and self.steps <= 0:
             raise ValueError(f"{where}.steps must be > 0 or None, got {self.steps}")
         if self.lr is not None and not self.lr > 0:
@@ -162,6 +175,8 @@ class StepWeights:
     """Reward-shaping coefficient (used when computing advantages, not as a loss weight)."""
     stage: str
     """Name of the stage this step belongs to."""
+    shape_norm: str = "joint"
+    """How shaping combines r and d: "joint" or "per_term" (see `Stage.shape_norm`)."""
 
     def term_weights(self) -> dict[str, float]:
         """Loss weight per term name, as `combine_terms` expects."""
@@ -218,7 +233,8 @@ class ObjectiveConfig:
     def weights_at(self, step: int) -> StepWeights:
         """The weights of the objective at global optimizer `step`."""
         stage, local = self.stage_at(step)
-        return StepWeights(stage.mu.at(local), stage.lambda_adv, stage.beta, stage.lambda_shape, stage.name)
+        return StepWeights(stage.mu.at(local), stage.lambda_adv, stage.beta, stage.lambda_shape, stage.name,
+                           stage.shape_norm)
 
     def check_requirements(
         self, has_rollout_engine: bool, has_references: bool, has_demonstrations: bool = True

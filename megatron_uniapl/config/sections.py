@@ -95,7 +95,11 @@ class ObjectiveSection:
     beta: float = 0.0
     """KL weight to the reference policy in every stage that rolls out; 0 = no reference model."""
     lambda_shape: float = 0.1
-    """Reward-shaping coefficient of "reward-shaping" (A = groupnorm(r + lambda_shape * d))."""
+    """Reward-shaping coefficient of "reward-shaping" (how r and d are combined: `shape_norm`)."""
+    shape_norm: str = "joint"
+    """"joint" (the paper's ablation): A = groupnorm(r + lambda_shape * d), where lambda is
+    cancelled in groups whose rewards are all equal; "per_term": A = groupnorm(r) +
+    lambda_shape * groupnorm(d), where lambda weighs d the same in every group."""
     first_stage_steps: int = 100
     """Length in optimizer steps of the first stage of the staged variants (X->Y)."""
     first_stage_lr: float | None = None
@@ -127,7 +131,7 @@ class ObjectiveSection:
             )
         return objective_for_variant(
             self.variant, mu=self.mu, lambda_adv=self.lambda_adv, beta=self.beta,
-            lambda_shape=self.lambda_shape, first_stage_steps=self.first_stage_steps,
+            lambda_shape=self.lambda_shape, shape_norm=self.shape_norm, first_stage_steps=self.first_stage_steps,
             first_stage_lr=self.first_stage_lr, reset_optimizer=self.reset_optimizer,
             refresh_reference=self.refresh_reference,
             chord=replace(self.chord), pg=replace(self.pg),

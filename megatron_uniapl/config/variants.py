@@ -72,7 +72,8 @@ _BUILDERS: dict[str, Callable[[dict], list[Stage]]] = {
     "sft->a-grpo": _staged(_sft, _a_grpo),
     "a-sft->a-grpo": _staged(_a_sft, _a_grpo),
     "reward-shaping": lambda p: [
-        Stage("reward-shaping", mu=_const(p["mu"]), lambda_shape=p["lambda_shape"], beta=p["beta"])
+        Stage("reward-shaping", mu=_const(p["mu"]), lambda_shape=p["lambda_shape"], beta=p["beta"],
+              shape_norm=p["shape_norm"])
     ],
 }
 
@@ -87,6 +88,7 @@ def objective_for_variant(
     lambda_adv: float = 0.1,
     beta: float = 0.0,
     lambda_shape: float = 0.1,
+    shape_norm: str = "joint",
     first_stage_steps: int = 100,
     first_stage_lr: float | None = None,
     reset_optimizer: bool = False,
@@ -100,6 +102,7 @@ def objective_for_variant(
     lambda_adv:        adversarial weight of the A- variants.
     beta:              KL weight of every stage that rolls out (default 0, no KL).
     lambda_shape:      shaping coefficient of "reward-shaping".
+    shape_norm:        "joint" or "per_term" normalization of "reward-shaping" (`Stage.shape_norm`).
     first_stage_steps: length of the first stage of staged variants.
     first_stage_lr:    peak learning rate of that first stage (None: the optimizer's, one schedule).
     reset_optimizer:   staged variants: zero the optimizer's moments when the second stage begins.
@@ -116,6 +119,7 @@ def objective_for_variant(
         lambda_adv=lambda_adv,
         beta=beta,
         lambda_shape=lambda_shape,
+        shape_norm=shape_norm,
         first_stage_steps=first_stage_steps,
         first_stage_lr=first_stage_lr,
         reset_optimizer=reset_optimizer,

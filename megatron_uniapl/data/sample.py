@@ -14,6 +14,12 @@ from dataclasses import dataclass, field
 
 CONSTRAINTS_KEY = "constraints"
 """The `Sample.meta` key holding a rollout's list of validated `Constraint`s (what rewards check)."""
+VERDICTS_KEY = "verdicts"
+"""The `Sample.meta` key holding, per constraint (same order), whether the response followed it
+under the run's reward mode; written by scoring, read by the per-constraint pass rates."""
+FINISH_REASON_KEY = "finish_reason"
+"""The `Sample.meta` key holding the engine's finish reason of a rollout: "stop" (end of turn or
+a stop string) or "length" (cut at max_tokens or the context length)."""
 
 
 class SampleKind(str, enum.Enum):

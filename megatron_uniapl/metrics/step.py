@@ -5,9 +5,10 @@ the co-location phase timings, the discriminator's update metrics, the wall time
 one flat dict of namespaced metrics:
 
     loss/*, optim/*        from the optimizer step (last pipeline stage, gathered to rank 0)
-    rollout/*, reward/*    from the rollout samples (lengths, task reward, engine/trainer mismatch)
+    rollout/*, reward/*    from the rollout samples (lengths, task reward of the rollouts whose
+                           prompt has constraints, engine/trainer mismatch; metrics/rollouts.py)
     disc/*                 discriminator scores and its own updates
-    time/*, mem/*          co-location phases and the whole step
+    time/*, mem/*          every phase of the step, the rest as time/other_s (metrics/timing.py)
     throughput/*, perf/*   tokens per second, model TFLOP/s per GPU, MFU on a GPU
     objective/*            the step's weights (mu, lambda_adv)
 
@@ -23,6 +24,13 @@ import torch
 import torch.distributed as dist
 
 from megatron_uniapl.data.sample import Sample
+from megatron_uniapl.metrics.rollouts import (
+    constraint_pass_rates,
+    equal_group_metrics,
+    task_reward_metrics,
+    truncation_metrics,
+)
+from megatron_uniapl.metrics.timing import with_other_time
 from megatron_uniapl.model.presets import peak_tflops, training_flops_per_token
 
 if TYPE_CHECKING:
@@ -44,9 +52,11 @@ class StepOutcome:
     result: StepResult
     """The optimizer step's report (loss metrics on the last pipeline stage)."""
     elapsed_s: float
-    """Wall time of the whole step."""
+    """Wall time of the step up to its metrics (a checkpoint save after it is added to the row
+    by `timing.with_checkpoint_time`; throughput and MFU leave it out)."""
     phase_metrics: dict[str, float] = field(default_factory=dict)
-    """Co-location timings and memory of this step's rollout round."""
+    """Seconds of each phase of the step (`time/<phase>_s`: the co-location round's and the
+    loop's own, which do not overlap) and the rollout round's memory."""
     disc_metrics: dict[str, float] = field(default_factory=dict)
     """The co-trained discriminator's update metrics."""
     has_discriminator: bool = False
@@ -97,16 +107,20 @@ def step_metrics(outcome: StepOutcome, arch: Qwen3Arch, world: int, nodes: int) 
     o, r = outcome, outcome.result
     trained = (o.demos if o.weights.mu > 0 else []) + o.rollouts
     metrics = {
-        **from_last_stage(r.metrics), **o.phase_metrics, **o.disc_metrics,
+        **from_last_stage(r.metrics), **with_other_time(o.phase_metrics, o.elapsed_s), **o.disc_metrics,
         "objective/mu": o.weights.mu, "objective/lambda_adv": o.weights.lambda_adv,
         "optim/lr": r.learning_rate, "optim/grad_norm": r.grad_norm, "optim/skipped": float(r.skipped),
-        "time/step_s": o.elapsed_s,
         "throughput/tokens_per_s": sum(s.num_tokens for s in trained) / o.elapsed_s,
         "gpus": world, "nodes": nodes,
         **mfu_metrics(arch, trained, o.elapsed_s, world),
     }
     if o.rollouts:
-        metrics["reward/task_mean"] = _mean([s.rewards["task"] for s in o.rollouts])
+        metrics.update(task_reward_metrics(o.rollouts))
+        metrics.update(equal_group_metrics(o.rollouts, with_task=o.weights.mu < 1.0,
+                                           with_disc=o.has_discriminator and (o.weights.lambda_adv > 0
+                                                                          or o.weights.lambda_shape > 0)))
+        metrics.update(truncation_metrics(o.rollouts))
+        metrics.update(constraint_pass_rates(o.rollouts))
         metrics["rollout/response_len_mean"] = _mean([len(s.response_ids) for s in o.rollouts])
         if o.has_discriminator:
             metrics["disc/score_mean"] = _mean([s.disc_score for s in o.rollouts])

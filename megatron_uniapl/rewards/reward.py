@@ -46,23 +46,39 @@ def reward_from_verdicts(verdicts: Sequence[bool], mode: RewardMode) -> float:
     return 1.0 if all(verdicts) else 0.0
 
 
+Judgement = tuple[float, list[bool]]
+"""A response's reward and its per-constraint verdicts (in the prompt's constraint order)."""
+
+
+def judge(prompt: PromptLike, response: str, mode: RewardMode | str = RewardMode.STRICT) -> Judgement:
+    """The reward of one response to one prompt, with the verdicts it came from."""
+    mode = RewardMode(mode)
+    verdicts = follow_list(constraints_of(prompt), response, mode.loose)
+    return reward_from_verdicts(verdicts, mode), verdicts
+
+
 def score(prompt: PromptLike, response: str, mode: RewardMode | str = RewardMode.STRICT) -> float:
     """The reward of one response to one prompt."""
-    mode = RewardMode(mode)
-    return reward_from_verdicts(follow_list(constraints_of(prompt), response, mode.loose), mode)
+    return judge(prompt, response, mode)[0]
+
+
+def judge_batch(prompts: Sequence[PromptLike], responses: Sequence[str],
+                mode: RewardMode | str = RewardMode.STRICT) -> list[Judgement]:
+    """`judge` of `responses[i]` to `prompts[i]`, in this process."""
+    if len(prompts) != len(responses):
+        raise ValueError(f"{len(prompts)} prompts but {len(responses)} responses")
+    return [judge(p, r, mode) for p, r in zip(prompts, responses)]
 
 
 def score_batch(prompts: Sequence[PromptLike], responses: Sequence[str],
                 mode: RewardMode | str = RewardMode.STRICT) -> list[float]:
     """Rewards of `responses[i]` to `prompts[i]`, in this process."""
-    if len(prompts) != len(responses):
-        raise ValueError(f"{len(prompts)} prompts but {len(responses)} responses")
-    return [score(p, r, mode) for p, r in zip(prompts, responses)]
+    return [reward for reward, _ in judge_batch(prompts, responses, mode)]
 
 
-def _score_chunk(args: tuple[list[Sequence[Constraint]], list[str], str]) -> list[float]:
+def _judge_chunk(args: tuple[list[Sequence[Constraint]], list[str], str]) -> list[Judgement]:
     constraints, responses, mode = args
-    return score_batch(constraints, responses, mode)
+    return judge_batch(constraints, responses, mode)
 
 
 def _warm_worker() -> None:
@@ -98,17 +114,22 @@ class RewardPool:
     def score(self, prompts: Sequence[PromptLike], responses: Sequence[str],
               mode: RewardMode | str = RewardMode.STRICT) -> list[float]:
         """Like `score_batch`, spread over the workers (small batches stay in this process)."""
+        return [reward for reward, _ in self.judge(prompts, responses, mode)]
+
+    def judge(self, prompts: Sequence[PromptLike], responses: Sequence[str],
+              mode: RewardMode | str = RewardMode.STRICT) -> list[Judgement]:
+        """Like `judge_batch`, spread over the workers (small batches stay in this process)."""
         if len(prompts) != len(responses):
             raise ValueError(f"{len(prompts)} prompts but {len(responses)} responses")
         mode = RewardMode(mode).value
         if len(prompts) < self.min_batch:
-            return score_batch(prompts, responses, mode)
+            return judge_batch(prompts, responses, mode)
         constraints = [list(constraints_of(p)) for p in prompts]
         n_chunks = min(len(prompts), self.num_workers * self.chunks_per_worker)
         bounds = [len(prompts) * i // n_chunks for i in range(n_chunks + 1)]
         chunks = [(constraints[a:b], list(responses[a:b]), mode)
                   for a, b in zip(bounds, bounds[1:])]
-        return [reward for part in self._executor.map(_score_chunk, chunks) for reward in part]
+        return [judged for part in self._executor.map(_judge_chunk, chunks) for judged in part]
 
     def close(self) -> None:
         self._executor.shutdown(wait=True, cancel_futures=True)
