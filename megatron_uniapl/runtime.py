@@ -265,13 +265,16 @@ def build_runtime(config: RunConfig, plan: preflight.Plan | None = None) -> Runt
     # A resume overwrites every weight: skip reading the initial ones (minutes at 32B).
     fresh = not plan.resuming
     chunks = build_policy(config, arch, hf_dir, load_weights=fresh)
-    optimizer, lr_schedule = build_optimizer(chunks, optimizer_settings(config), total_steps=config.train.steps)
+    # Learning-rate schedules count optimizer updates: train.mini_batches x train.epochs per step.
+    updates = config.train.updates_per_step
+    optimizer, lr_schedule = build_optimizer(chunks, optimizer_settings(config), total_steps=config.train.steps * updates)
     lr_plan = config.lr_plan()
     if lr_plan is not None:
         from megatron_uniapl.model.stage_schedule import StagedLRSchedule
 
         o = config.optimizer
-        lr_schedule = StagedLRSchedule(optimizer, lr_plan, o.decay, o.weight_decay, base_lr=o.lr)
+        lr_schedule = StagedLRSchedule(optimizer, lr_plan, o.decay, o.weight_decay, base_lr=o.lr,
+                                       updates_per_step=updates)
     reference = build_policy(config, arch, hf_dir, frozen=True) if any(s.beta > 0 for s in stages) else None
     rt = Runtime(
         config=config, objective=objective, arch=arch, tokenizer=tokenizer, chunks=chunks,

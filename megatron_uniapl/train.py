@@ -23,6 +23,7 @@ import torch.distributed as dist
 
 from megatron_uniapl.algorithm.advantages import assign_advantages
 from megatron_uniapl.algorithm.loss import UniAPLLoss, attach_logprobs, rank_batches
+from megatron_uniapl.algorithm.minibatches import combine_updates, split_minibatches
 from megatron_uniapl.algorithm.samples import demo_as_prompt, rollout_samples
 from megatron_uniapl.algorithm.scoring import cotrain_discriminator
 from megatron_uniapl.algorithm.sharded_scoring import score_rollouts
@@ -86,26 +87,36 @@ def score(rt: Runtime, rollouts: list[Sample], times: dict[str, float]) -> None:
 
 
 def optimize(rt: Runtime, samples: list[Sample], weights: StepWeights, times: dict[str, float]) -> StepResult:
-    """Pack the mixed batch, recompute old (and reference) log-probs, take one optimizer step.
+    """Pack the mixed batch, recompute old (and reference) log-probs, take the step's optimizer
+    updates (`train.mini_batches` x `train.epochs`, algorithm/minibatches.py).
 
-    The result's metrics carry the loss terms and the engine/trainer log-prob mismatch; `times`
-    gets the log-prob recomputations' and the training pass's seconds."""
+    The result's metrics carry the loss terms (averaged over the updates) and the engine/trainer
+    log-prob mismatch; `times` gets the log-prob recomputations' and the training pass's seconds."""
     begin_step(rt)  # first: a refreshed reference must score this step's rollouts
-    packed = pack_samples(samples, rt.config.train.micro_batch_tokens, rt.dp_size,
-                          pad_to_multiple_of=rt.config.model.token_multiple, pad_token_id=rt.tokenizer.pad_id)
-    batches = rank_batches(packed, rt.dp_rank)
+    train_cfg = rt.config.train
+    packed = [pack_samples(part, train_cfg.micro_batch_tokens, rt.dp_size, pad_to_multiple_of=rt.config.model.token_multiple,
+                           pad_token_id=rt.tokenizer.pad_id)
+              for part in split_minibatches(samples, train_cfg.mini_batches)]
+    batches = [rank_batches(p, rt.dp_rank) for p in packed]
     # Rollout tokens are scored at the temperature they were sampled at (algorithm/loss.py).
     temperature = rt.config.rollout.sampling.temperature
+    # pi_old and the reference are fixed for the whole step: computed before the first update.
     if weights.mu < 1.0 or weights.lambda_adv > 0:
         with timed(times, "old_logprobs"):
-            attach_logprobs(rt.chunks, batches, "old_logprobs", temperature)
+            for b in batches:
+                attach_logprobs(rt.chunks, b, "old_logprobs", temperature)
     if weights.beta > 0:
         with timed(times, "ref_logprobs"):
-            attach_logprobs(rt.reference_chunks, batches, "ref_logprobs", temperature)
-    loss = UniAPLLoss(weights, rt.objective.pg, packed.term_counts(), rollout_temperature=temperature)
+            for b in batches:
+                attach_logprobs(rt.reference_chunks, b, "ref_logprobs", temperature)
+    results = []
     with timed(times, "train"):
-        result = train_step(rt.chunks, rt.optimizer, batches, loss, rt.lr_schedule)
-    result.metrics.update(mismatch_metrics(batches))
+        for _ in range(train_cfg.epochs):
+            for p, b in zip(packed, batches):
+                loss = UniAPLLoss(weights, rt.objective.pg, p.term_counts(), rollout_temperature=temperature)
+                results.append(train_step(rt.chunks, rt.optimizer, b, loss, rt.lr_schedule))
+    result = results[0] if len(results) == 1 else combine_updates(results)
+    result.metrics.update(mismatch_metrics([mb for b in batches for mb in b]))
     return result
 
 

@@ -103,15 +103,19 @@ def test_bad_runs_fail_clearly(hf_dir, tmp_path):
 
 def test_cotrained_discriminator_trains_logs_and_resumes(hf_dir, tmp_path):
     """A-GRPO with the co-trained discriminator (Megatron backbone initialized from the policy):
-    it takes a step per policy step, logs loss/accuracy, and its state is part of checkpoints."""
+    it takes a step per policy step, logs loss/accuracy, and its state is part of checkpoints.
+    Each step takes 2 mini-batches x 2 epochs of policy updates against one pi_old, so the later
+    updates see a ratio away from 1 (approx_kl > 0, averaged over the 4 updates)."""
     run_dir = tmp_path / "cotrained"
     extra = ["objective.variant=a-grpo", "discriminator.kind=cotrained", f"discriminator.cotrained_init={hf_dir}",
-             "discriminator.cotrained.lr=1e-3", "train.steps=2", "checkpoint.every=2"]
+             "discriminator.cotrained.lr=1e-3", "train.mini_batches=2", "train.epochs=2",
+             "train.steps=2", "checkpoint.every=2"]
     run(run_dir, hf_dir, extra)
     first = rows(run_dir)
     for step in (1, 2):
         assert 0.0 <= first[step]["disc/acc"] <= 1.0 and first[step]["disc/loss"] > 0
         assert first[step]["loss/pg_adv"] != 0 or first[step]["objective/lambda_adv"] > 0
+        assert first[step]["pg_adv/approx_kl"] > 0
     with_disc = ROLLOUT_PHASES | {"disc_score", "disc_update"}
     assert_time_explained(first[1], with_disc)
     assert_time_explained(first[2], with_disc | {"checkpoint"})  # checkpoint.every=2

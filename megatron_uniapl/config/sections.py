@@ -343,6 +343,16 @@ class RunConfig:
             _checked(name, getattr(self, name).validate)
         objective = self.objective_config()
         needs_engine = any(s.uses_rollouts for s in objective.stages)
+        minis = self.train.mini_batches
+        if minis > 1:
+            rl = any(s.rollout_prompts == "rl" for s in objective.stages)
+            demo_kind = any(s.uses_demos or s.rollout_prompts == "demo" for s in objective.stages)
+            if rl and minis > self.data.prompts_per_step:
+                raise ConfigError(f"train.mini_batches ({minis}) exceeds data.prompts_per_step "
+                                  f"({self.data.prompts_per_step}): every mini-batch needs a rollout group")
+            if demo_kind and minis > self.data.demos_per_step:
+                raise ConfigError(f"train.mini_batches ({minis}) exceeds data.demos_per_step "
+                                  f"({self.data.demos_per_step}): every mini-batch needs a demonstration")
         for i, stage_lr in enumerate(self.lr_plan() or []):
             if stage_lr.min_lr > stage_lr.lr:
                 raise ConfigError(f"objective.stages[{i}].min_lr ({stage_lr.min_lr}) exceeds the stage's learning "
