@@ -23,6 +23,7 @@ import torch.distributed as dist
 
 from megatron_uniapl.algorithm.advantages import assign_advantages
 from megatron_uniapl.algorithm.loss import UniAPLLoss, attach_logprobs, rank_batches
+from megatron_uniapl.algorithm.dynamic_sampling import select_groups
 from megatron_uniapl.algorithm.minibatches import combine_updates, split_minibatches
 from megatron_uniapl.algorithm.samples import demo_as_prompt, rollout_samples
 from megatron_uniapl.algorithm.scoring import cotrain_discriminator
@@ -63,12 +64,17 @@ def sample_demos(rt: Runtime, count: int) -> list[Sample]:
     return stream.take_usable(rt.demo_stream, count, encode)
 
 
-def sample_prompts(rt: Runtime, source: str, demos: list[Sample]) -> list[stream.EncodedPrompt]:
+def sample_prompts(rt: Runtime, source: str, demos: list[Sample], count: int) -> list[stream.EncodedPrompt]:
     if source == "demo":  # A-SFT: the policy answers the demonstrations' prompts
         return [demo_as_prompt(s) for s in demos]
     d = rt.config.data
     encode = lambda p: stream.encode_rl_prompt(rt.tokenizer, p, d.max_prompt_tokens, d.overlong, rt.overlong)  # noqa: E731
-    return stream.take_usable(rt.rl_stream, d.prompts_per_step, encode)
+    return stream.take_usable(rt.rl_stream, count, encode)
+
+
+def dynamic_extra(config: RunConfig, source: str, weights: StepWeights) -> int:
+    """Extra RL prompts to roll out this step for dynamic sampling (only with a task term)."""
+    return config.rollout.dynamic_sampling_prompts if source == "rl" and weights.mu < 1.0 else 0
 
 
 def generate(rt: Runtime, prompts: list[stream.EncodedPrompt]) -> list[Sample]:
@@ -144,10 +150,15 @@ def train(config: RunConfig, plan=None, stop_request: StopRequest | None = None)
             rollouts: list[Sample] = []
             with timed(times, "data"):
                 demos = sample_demos(rt, config.data.demos_per_step) if needs_demos else []
-                prompts = sample_prompts(rt, stage.rollout_prompts, demos) if stage.uses_rollouts else []
+                extra = dynamic_extra(config, stage.rollout_prompts, weights)
+                prompts = (sample_prompts(rt, stage.rollout_prompts, demos, config.data.prompts_per_step + extra)
+                           if stage.uses_rollouts else [])
+            sampling_metrics: dict[str, float] = {}
             if stage.uses_rollouts:
                 rollouts = generate(rt, prompts)
                 score(rt, rollouts, times)
+                if extra:
+                    rollouts, sampling_metrics = select_groups(rollouts, config.data.prompts_per_step)
                 assign_advantages(rollouts, weights, rt.objective.pg)
             result = optimize(rt, (demos if weights.mu > 0 else []) + rollouts, weights, times)
             disc_metrics: dict[str, float] = {}
@@ -159,7 +170,7 @@ def train(config: RunConfig, plan=None, stop_request: StopRequest | None = None)
             count_step(rt.loop, result.skipped, rt.chunks)
             phases = {**(rt.colocation.metrics if rollouts else {}), **times}
             outcome = StepOutcome(weights, demos, rollouts, result, time.perf_counter() - start,
-                                  phase_metrics=phases, disc_metrics=disc_metrics,
+                                  phase_metrics=phases, disc_metrics=disc_metrics, sampling_metrics=sampling_metrics,
                                   has_discriminator=rt.discriminator is not None)
             metrics = step_metrics(outcome, rt.arch, world, nodes)
             try:

@@ -105,10 +105,12 @@ def test_cotrained_discriminator_trains_logs_and_resumes(hf_dir, tmp_path):
     """A-GRPO with the co-trained discriminator (Megatron backbone initialized from the policy):
     it takes a step per policy step, logs loss/accuracy, and its state is part of checkpoints.
     Each step takes 2 mini-batches x 2 epochs of policy updates against one pi_old, so the later
-    updates see a ratio away from 1 (approx_kl > 0, averaged over the 4 updates)."""
+    updates see a ratio away from 1 (approx_kl > 0, averaged over the 4 updates), and keeps 2 of
+    4 rolled-out groups (dynamic sampling)."""
     run_dir = tmp_path / "cotrained"
     extra = ["objective.variant=a-grpo", "discriminator.kind=cotrained", f"discriminator.cotrained_init={hf_dir}",
              "discriminator.cotrained.lr=1e-3", "train.mini_batches=2", "train.epochs=2",
+             "rollout.dynamic_sampling_prompts=2",
              "train.steps=2", "checkpoint.every=2"]
     run(run_dir, hf_dir, extra)
     first = rows(run_dir)
@@ -116,6 +118,8 @@ def test_cotrained_discriminator_trains_logs_and_resumes(hf_dir, tmp_path):
         assert 0.0 <= first[step]["disc/acc"] <= 1.0 and first[step]["disc/loss"] > 0
         assert first[step]["loss/pg_adv"] != 0 or first[step]["objective/lambda_adv"] > 0
         assert first[step]["pg_adv/approx_kl"] > 0
+        # Dynamic sampling: 2 + 2 prompts rolled out, 2 groups (4 responses) trained on.
+        assert first[step]["rollout/dynamic_sampled_groups"] == 4.0 and first[step]["rollout/count"] == 4
     with_disc = ROLLOUT_PHASES | {"disc_score", "disc_update"}
     assert_time_explained(first[1], with_disc)
     assert_time_explained(first[2], with_disc | {"checkpoint"})  # checkpoint.every=2

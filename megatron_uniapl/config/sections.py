@@ -160,6 +160,13 @@ class RolloutSection:
     1e-3 for float32 (measured ~2e-6) and 0.1 for bfloat16/float16 (rounding differences between
     two kernel sets are ~1e-2; a wrong or partial sync is off by whole nats)."""
 
+    dynamic_sampling_prompts: int = 0
+    """Dynamic sampling: roll out this many RL prompts beyond `data.prompts_per_step` in steps
+    with a task term, then keep `data.prompts_per_step` groups, those whose task rewards differ
+    first (a group whose rewards are all equal has advantage 0 and teaches the task term
+    nothing), filling up with equal ones in prompt order when too few differ, so the batch stays
+    full. Costs the extra prompts' generation and scoring. 0 = off."""
+
     def sampling_config(self, seed: int | None = None) -> SamplingConfig:
         """The SamplingConfig of one rollout call: `sampling` with n = group_size."""
         return replace(self.sampling, n=self.group_size, seed=self.sampling.seed if seed is None else seed)
@@ -177,6 +184,8 @@ class RolloutSection:
             raise ValueError(f"rollout.group_size must be <= {MAX_SAMPLES_PER_PROMPT}, got {self.group_size}")
         if self.verify_every < 0:
             raise ValueError(f"rollout.verify_every must be >= 0, got {self.verify_every}")
+        if self.dynamic_sampling_prompts < 0:
+            raise ValueError(f"rollout.dynamic_sampling_prompts must be >= 0, got {self.dynamic_sampling_prompts}")
         if self.verify_tolerance is not None and self.verify_tolerance <= 0:
             raise ValueError(f"rollout.verify_tolerance must be > 0, got {self.verify_tolerance}")
         if self.sampling.n != 1:
