@@ -91,6 +91,10 @@ class Runtime:
     """Scores responses against the expert's; `CoTrainable` ones also learn each step."""
     loop: LoopState = field(default_factory=LoopState)
     """The loop's counters: steps finished and the current non-finite streak."""
+    eval_prompts: list = field(default_factory=list)
+    """Held-out prompts of `eval.every` (empty when off), with `eval_prompt_ids` their token ids."""
+    eval_prompt_ids: list[list[int]] = field(default_factory=list)
+    """The eval prompts templated as rollouts are."""
 
     @property
     def step(self) -> int:
@@ -260,6 +264,15 @@ def build_runtime(config: RunConfig, plan: preflight.Plan | None = None) -> Runt
     except ValueError as err:
         raise ConfigError(f"model.tokenizer: {err}") from None
     _check_usable(config, tokenizer, plan)
+    eval_ids = []
+    if plan.eval_prompts:
+        from megatron_uniapl.eval.periodic import encode_eval_prompts
+
+        try:
+            eval_ids = encode_eval_prompts(tokenizer, plan.eval_prompts, config.eval_max_tokens,
+                                           config.rollout.engine.max_model_len)
+        except ValueError as err:
+            raise ConfigError(f"eval.max_tokens: {err}") from None
 
     stages = objective.stages
     # A resume overwrites every weight: skip reading the initial ones (minutes at 32B).
@@ -280,6 +293,7 @@ def build_runtime(config: RunConfig, plan: preflight.Plan | None = None) -> Runt
         config=config, objective=objective, arch=arch, tokenizer=tokenizer, chunks=chunks,
         optimizer=optimizer, lr_schedule=lr_schedule, dp_rank=parallel_state.get_data_parallel_rank(),
         dp_size=dp_size, demo_stream=plan.demo_stream, rl_stream=plan.rl_stream, reference_chunks=reference,
+        eval_prompts=list(plan.eval_prompts), eval_prompt_ids=eval_ids,
         discriminator=_discriminator(config, any(s.uses_discriminator for s in stages), tokenizer, load_weights=fresh),
     )
     resume.restore(rt, plan.resume_from)

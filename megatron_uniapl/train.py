@@ -38,6 +38,7 @@ from megatron_uniapl.config.objective import StepWeights
 from megatron_uniapl.data import stream
 from megatron_uniapl.data.packing import pack_samples
 from megatron_uniapl.data.sample import Sample
+from megatron_uniapl.eval.periodic import run_eval
 from megatron_uniapl.metrics.reporter import StepReporter
 from megatron_uniapl.metrics.sinks import rank, setup_logging
 from megatron_uniapl.metrics.step import (
@@ -168,11 +169,16 @@ def train(config: RunConfig, plan=None, stop_request: StopRequest | None = None)
 
             rt.step += 1
             count_step(rt.loop, result.skipped, rt.chunks)
-            phases = {**(rt.colocation.metrics if rollouts else {}), **times}
+            round_metrics = dict(rt.colocation.metrics) if rollouts else {}  # before eval's round
+            eval_result: dict[str, float] = {}
+            if config.eval.every and rt.step % config.eval.every == 0:
+                with timed(times, "eval"):
+                    eval_result = run_eval(rt, rt.eval_prompt_ids, rt.eval_prompts, config.eval_max_tokens)
+            phases = {**round_metrics, **times}
             outcome = StepOutcome(weights, demos, rollouts, result, time.perf_counter() - start,
                                   phase_metrics=phases, disc_metrics=disc_metrics, sampling_metrics=sampling_metrics,
                                   has_discriminator=rt.discriminator is not None)
-            metrics = step_metrics(outcome, rt.arch, world, nodes)
+            metrics = {**step_metrics(outcome, rt.arch, world, nodes), **eval_result}
             try:
                 check_streak(rt.loop, config.train.max_nonfinite_steps,
                              lambda: latest_checkpoint(config.checkpoint_dir))

@@ -112,6 +112,32 @@ class CheckpointSection:
 
 
 @dataclass
+class EvalSection:
+    """Held-out evaluation during training, through the co-located engine."""
+
+    file: str | None = None
+    """IFEval-format JSONL of held-out prompts (key, prompt, instruction_id_list, kwargs), as
+    `tools/eval.py` reads; checked record by record before the run starts."""
+    every: int = 0
+    """Evaluate after every N-th step (greedy, one response per prompt) and log `eval/*` with
+    that step's metrics; 0 = never."""
+    limit: int | None = None
+    """Evaluate the first N prompts of the file only (a cheaper, noisier figure)."""
+    max_tokens: int | None = None
+    """Longest greedy response, in tokens; None: `rollout.sampling.max_tokens`."""
+
+    def validate(self) -> None:
+        if self.every < 0:
+            raise ValueError(f"eval.every must be >= 0, got {self.every}")
+        if self.every and not self.file:
+            raise ValueError(f"eval.every is {self.every} but eval.file is not set")
+        if self.limit is not None and self.limit < 1:
+            raise ValueError(f"eval.limit must be >= 1 or null, got {self.limit}")
+        if self.max_tokens is not None and self.max_tokens < 1:
+            raise ValueError(f"eval.max_tokens must be >= 1, got {self.max_tokens}")
+
+
+@dataclass
 class LoggingSection:
     """Where metrics go."""
 

@@ -40,6 +40,7 @@ from megatron_uniapl.config.rollout import (
 )
 from megatron_uniapl.config.run import (
     CheckpointSection,
+    EvalSection,
     LoggingSection,
     OptimizerSection,
     PlanSection,
@@ -322,6 +323,8 @@ class RunConfig:
     """Run length, seed and batching."""
     checkpoint: CheckpointSection = field(default_factory=CheckpointSection)
     """Checkpoint schedule and resume."""
+    eval: EvalSection = field(default_factory=EvalSection)
+    """Held-out evaluation during training (`eval.every`)."""
     logging: LoggingSection = field(default_factory=LoggingSection)
     """Metrics and logs."""
     plan: PlanSection = field(default_factory=PlanSection)
@@ -338,6 +341,11 @@ class RunConfig:
         return stage_lr_plan(self.objective_config().stages, o.lr, o.min_lr, o.warmup_steps, self.train.steps)
 
     @property
+    def eval_max_tokens(self) -> int:
+        """`eval.max_tokens`, or `rollout.sampling.max_tokens` when that is unset."""
+        return self.eval.max_tokens if self.eval.max_tokens is not None else self.rollout.sampling.max_tokens
+
+    @property
     def data_seed(self) -> int:
         """The seed of the data order: `data.shuffle_seed`, or `train.seed` when that is unset."""
         return self.train.seed if self.data.shuffle_seed is None else self.data.shuffle_seed
@@ -348,10 +356,17 @@ class RunConfig:
             raise ConfigError("model.hf_dir is not set; the architecture is read from its config.json")
         check_finite(self)
         for name in ("model", "rollout", "discriminator", "reward", "data", "optimizer", "train",
-                     "checkpoint", "logging", "plan"):
+                     "checkpoint", "eval", "logging", "plan"):
             _checked(name, getattr(self, name).validate)
         objective = self.objective_config()
         needs_engine = any(s.uses_rollouts for s in objective.stages)
+        if self.eval.every and not needs_engine:
+            raise ConfigError(f"eval.every is {self.eval.every} but no stage of objective {objective.variant!r} "
+                              f"rolls out, so there is no engine to evaluate with (use tools/eval.py on a checkpoint)")
+        if self.eval.every and self.data.max_prompt_tokens + self.eval_max_tokens > self.rollout.engine.max_model_len:
+            raise ConfigError(f"data.max_prompt_tokens ({self.data.max_prompt_tokens}) + eval.max_tokens "
+                              f"({self.eval_max_tokens}) exceeds rollout.engine.max_model_len "
+                              f"({self.rollout.engine.max_model_len})")
         minis = self.train.mini_batches
         if minis > 1:
             rl = any(s.rollout_prompts == "rl" for s in objective.stages)
