@@ -233,7 +233,8 @@ def _discriminator(config: RunConfig, uses_it: bool, tokenizer, load_weights: bo
     if kind == "overlap":
         from megatron_uniapl.discriminator.overlap import OverlapF1Scorer
 
-        return OverlapF1Scorer()
+        o = config.discriminator.overlap
+        return OverlapF1Scorer(case_sensitive=o.case_sensitive, punctuation=o.punctuation)
     if kind == "frozen":
         from megatron_uniapl.discriminator.frozen import FrozenRewardModel
 

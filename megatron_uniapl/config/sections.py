@@ -24,6 +24,7 @@ from typing import Literal
 from megatron_uniapl.config.discriminator import (
     CoTrainedDiscriminatorConfig,
     FrozenScorerConfig,
+    OverlapScorerConfig,
 )
 from megatron_uniapl.config.lr_plan import StageLR, stage_lr_plan
 from megatron_uniapl.config.model import ModelOptions
@@ -238,6 +239,8 @@ class DiscriminatorSection:
     """Settings of kind "frozen" (its `path` is required)."""
     cotrained: CoTrainedDiscriminatorConfig = field(default_factory=CoTrainedDiscriminatorConfig)
     """Settings of kind "cotrained"."""
+    overlap: OverlapScorerConfig = field(default_factory=OverlapScorerConfig)
+    """Settings of kind "overlap" (case and punctuation awareness)."""
     cotrained_init: str | None = None
     """kind "cotrained": a HF Qwen3 directory whose weights initialize the discriminator's
     backbone (e.g. the policy's starting checkpoint, or a smaller Qwen3); its architecture is
