@@ -5,7 +5,7 @@ again; found here it costs a second and names the file, line or field. In order:
 - that the machine can run what the configuration asks (a GPU for `train.device=cuda`, TE, FP8);
 - the parallel layout against the world size and the model's heads and layers;
 - the data files, record by record (`file:line: field: problem`), and that every RL prompt has
-  the expert reference a discriminator scores against;
+  the expert reference a discriminator scores against; the held-out file of `eval.every` too;
 - the checkpoint to resume from: its marker must describe this model and these optimizer
   settings, and the data files must have the record counts it was taken with;
 - whether the run is already complete (then nothing starts);
@@ -26,7 +26,7 @@ from pathlib import Path
 from megatron_uniapl.checkpoint import layout, resume, storage
 from megatron_uniapl.config.sections import RunConfig
 from megatron_uniapl.config.yaml_io import ConfigError
-from megatron_uniapl.data.schemas import read_demonstrations, read_rl_prompts
+from megatron_uniapl.data.schemas import read_demonstrations, read_eval_set, read_rl_prompts
 from megatron_uniapl.data.stream import RecordStream
 from megatron_uniapl.device import check_run as check_device
 from megatron_uniapl.model.tiny import tiny_model_seed
@@ -48,6 +48,8 @@ class Plan:
     """Checkpoints to try, newest first; empty for a fresh start."""
     resume_step: int = 0
     """Step of the newest candidate (0 for a fresh start)."""
+    eval_prompts: list = field(default_factory=list)
+    """Held-out prompts for `eval.every` (`EvalPrompt`s; empty when evaluation is off)."""
 
     @property
     def resuming(self) -> bool:
@@ -72,6 +74,15 @@ def read_data(config: RunConfig) -> tuple[RecordStream | None, RecordStream | No
     prompts = (RecordStream(read_rl_prompts(d.rl_prompt_file, require_reference=why), config.data_seed + 1,
                             d.rl_prompt_file) if uses_rl else None)
     return demos, prompts
+
+
+def read_eval(config: RunConfig) -> list:
+    """The held-out prompts of `eval.file` (validated record by record), the first `eval.limit`
+    of them; empty when `eval.every` is 0."""
+    if not config.eval.every:
+        return []
+    prompts = read_eval_set(config.eval.file)
+    return prompts[:config.eval.limit] if config.eval.limit is not None else prompts
 
 
 def _arch(config: RunConfig):
@@ -126,7 +137,7 @@ def check_run(config: RunConfig, rank: int | None = None, world: int | None = No
         layout.clean_leftovers(config.checkpoint_dir)
     arch = _arch(config)
     paths = resume.candidates(config)
-    plan = Plan(demos, prompts, paths)
+    plan = Plan(demos, prompts, paths, eval_prompts=read_eval(config))
     for path in paths:  # the first readable one; resume falls back the same way
         try:
             marker = layout.read_marker(path)

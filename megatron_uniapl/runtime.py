@@ -91,6 +91,10 @@ class Runtime:
     """Scores responses against the expert's; `CoTrainable` ones also learn each step."""
     loop: LoopState = field(default_factory=LoopState)
     """The loop's counters: steps finished and the current non-finite streak."""
+    eval_prompts: list = field(default_factory=list)
+    """Held-out prompts of `eval.every` (empty when off), with `eval_prompt_ids` their token ids."""
+    eval_prompt_ids: list[list[int]] = field(default_factory=list)
+    """The eval prompts templated as rollouts are."""
 
     @property
     def step(self) -> int:
@@ -229,7 +233,8 @@ def _discriminator(config: RunConfig, uses_it: bool, tokenizer, load_weights: bo
     if kind == "overlap":
         from megatron_uniapl.discriminator.overlap import OverlapF1Scorer
 
-        return OverlapF1Scorer()
+        o = config.discriminator.overlap
+        return OverlapF1Scorer(case_sensitive=o.case_sensitive, punctuation=o.punctuation)
     if kind == "frozen":
         from megatron_uniapl.discriminator.frozen import FrozenRewardModel
 
@@ -260,23 +265,36 @@ def build_runtime(config: RunConfig, plan: preflight.Plan | None = None) -> Runt
     except ValueError as err:
         raise ConfigError(f"model.tokenizer: {err}") from None
     _check_usable(config, tokenizer, plan)
+    eval_ids = []
+    if plan.eval_prompts:
+        from megatron_uniapl.eval.periodic import encode_eval_prompts
+
+        try:
+            eval_ids = encode_eval_prompts(tokenizer, plan.eval_prompts, config.eval_max_tokens,
+                                           config.rollout.engine.max_model_len)
+        except ValueError as err:
+            raise ConfigError(f"eval.max_tokens: {err}") from None
 
     stages = objective.stages
     # A resume overwrites every weight: skip reading the initial ones (minutes at 32B).
     fresh = not plan.resuming
     chunks = build_policy(config, arch, hf_dir, load_weights=fresh)
-    optimizer, lr_schedule = build_optimizer(chunks, optimizer_settings(config), total_steps=config.train.steps)
+    # Learning-rate schedules count optimizer updates: train.mini_batches x train.epochs per step.
+    updates = config.train.updates_per_step
+    optimizer, lr_schedule = build_optimizer(chunks, optimizer_settings(config), total_steps=config.train.steps * updates)
     lr_plan = config.lr_plan()
     if lr_plan is not None:
         from megatron_uniapl.model.stage_schedule import StagedLRSchedule
 
         o = config.optimizer
-        lr_schedule = StagedLRSchedule(optimizer, lr_plan, o.decay, o.weight_decay, base_lr=o.lr)
+        lr_schedule = StagedLRSchedule(optimizer, lr_plan, o.decay, o.weight_decay, base_lr=o.lr,
+                                       updates_per_step=updates)
     reference = build_policy(config, arch, hf_dir, frozen=True) if any(s.beta > 0 for s in stages) else None
     rt = Runtime(
         config=config, objective=objective, arch=arch, tokenizer=tokenizer, chunks=chunks,
         optimizer=optimizer, lr_schedule=lr_schedule, dp_rank=parallel_state.get_data_parallel_rank(),
         dp_size=dp_size, demo_stream=plan.demo_stream, rl_stream=plan.rl_stream, reference_chunks=reference,
+        eval_prompts=list(plan.eval_prompts), eval_prompt_ids=eval_ids,
         discriminator=_discriminator(config, any(s.uses_discriminator for s in stages), tokenizer, load_weights=fresh),
     )
     resume.restore(rt, plan.resume_from)

@@ -23,6 +23,8 @@ import torch.distributed as dist
 
 from megatron_uniapl.algorithm.advantages import assign_advantages
 from megatron_uniapl.algorithm.loss import UniAPLLoss, attach_logprobs, rank_batches
+from megatron_uniapl.algorithm.dynamic_sampling import select_groups
+from megatron_uniapl.algorithm.minibatches import combine_updates, split_minibatches
 from megatron_uniapl.algorithm.samples import demo_as_prompt, rollout_samples
 from megatron_uniapl.algorithm.scoring import cotrain_discriminator
 from megatron_uniapl.algorithm.sharded_scoring import score_rollouts
@@ -36,6 +38,7 @@ from megatron_uniapl.config.objective import StepWeights
 from megatron_uniapl.data import stream
 from megatron_uniapl.data.packing import pack_samples
 from megatron_uniapl.data.sample import Sample
+from megatron_uniapl.eval.periodic import run_eval
 from megatron_uniapl.metrics.reporter import StepReporter
 from megatron_uniapl.metrics.sinks import rank, setup_logging
 from megatron_uniapl.metrics.step import (
@@ -62,12 +65,17 @@ def sample_demos(rt: Runtime, count: int) -> list[Sample]:
     return stream.take_usable(rt.demo_stream, count, encode)
 
 
-def sample_prompts(rt: Runtime, source: str, demos: list[Sample]) -> list[stream.EncodedPrompt]:
+def sample_prompts(rt: Runtime, source: str, demos: list[Sample], count: int) -> list[stream.EncodedPrompt]:
     if source == "demo":  # A-SFT: the policy answers the demonstrations' prompts
         return [demo_as_prompt(s) for s in demos]
     d = rt.config.data
     encode = lambda p: stream.encode_rl_prompt(rt.tokenizer, p, d.max_prompt_tokens, d.overlong, rt.overlong)  # noqa: E731
-    return stream.take_usable(rt.rl_stream, d.prompts_per_step, encode)
+    return stream.take_usable(rt.rl_stream, count, encode)
+
+
+def dynamic_extra(config: RunConfig, source: str, weights: StepWeights) -> int:
+    """Extra RL prompts to roll out this step for dynamic sampling (only with a task term)."""
+    return config.rollout.dynamic_sampling_prompts if source == "rl" and weights.mu < 1.0 else 0
 
 
 def generate(rt: Runtime, prompts: list[stream.EncodedPrompt]) -> list[Sample]:
@@ -86,26 +94,36 @@ def score(rt: Runtime, rollouts: list[Sample], times: dict[str, float]) -> None:
 
 
 def optimize(rt: Runtime, samples: list[Sample], weights: StepWeights, times: dict[str, float]) -> StepResult:
-    """Pack the mixed batch, recompute old (and reference) log-probs, take one optimizer step.
+    """Pack the mixed batch, recompute old (and reference) log-probs, take the step's optimizer
+    updates (`train.mini_batches` x `train.epochs`, algorithm/minibatches.py).
 
-    The result's metrics carry the loss terms and the engine/trainer log-prob mismatch; `times`
-    gets the log-prob recomputations' and the training pass's seconds."""
+    The result's metrics carry the loss terms (averaged over the updates) and the engine/trainer
+    log-prob mismatch; `times` gets the log-prob recomputations' and the training pass's seconds."""
     begin_step(rt)  # first: a refreshed reference must score this step's rollouts
-    packed = pack_samples(samples, rt.config.train.micro_batch_tokens, rt.dp_size,
-                          pad_to_multiple_of=rt.config.model.token_multiple, pad_token_id=rt.tokenizer.pad_id)
-    batches = rank_batches(packed, rt.dp_rank)
+    train_cfg = rt.config.train
+    packed = [pack_samples(part, train_cfg.micro_batch_tokens, rt.dp_size, pad_to_multiple_of=rt.config.model.token_multiple,
+                           pad_token_id=rt.tokenizer.pad_id)
+              for part in split_minibatches(samples, train_cfg.mini_batches)]
+    batches = [rank_batches(p, rt.dp_rank) for p in packed]
     # Rollout tokens are scored at the temperature they were sampled at (algorithm/loss.py).
     temperature = rt.config.rollout.sampling.temperature
+    # pi_old and the reference are fixed for the whole step: computed before the first update.
     if weights.mu < 1.0 or weights.lambda_adv > 0:
         with timed(times, "old_logprobs"):
-            attach_logprobs(rt.chunks, batches, "old_logprobs", temperature)
+            for b in batches:
+                attach_logprobs(rt.chunks, b, "old_logprobs", temperature)
     if weights.beta > 0:
         with timed(times, "ref_logprobs"):
-            attach_logprobs(rt.reference_chunks, batches, "ref_logprobs", temperature)
-    loss = UniAPLLoss(weights, rt.objective.pg, packed.term_counts(), rollout_temperature=temperature)
+            for b in batches:
+                attach_logprobs(rt.reference_chunks, b, "ref_logprobs", temperature)
+    results = []
     with timed(times, "train"):
-        result = train_step(rt.chunks, rt.optimizer, batches, loss, rt.lr_schedule)
-    result.metrics.update(mismatch_metrics(batches))
+        for _ in range(train_cfg.epochs):
+            for p, b in zip(packed, batches):
+                loss = UniAPLLoss(weights, rt.objective.pg, p.term_counts(), rollout_temperature=temperature)
+                results.append(train_step(rt.chunks, rt.optimizer, b, loss, rt.lr_schedule))
+    result = results[0] if len(results) == 1 else combine_updates(results)
+    result.metrics.update(mismatch_metrics([mb for b in batches for mb in b]))
     return result
 
 
@@ -133,10 +151,15 @@ def train(config: RunConfig, plan=None, stop_request: StopRequest | None = None)
             rollouts: list[Sample] = []
             with timed(times, "data"):
                 demos = sample_demos(rt, config.data.demos_per_step) if needs_demos else []
-                prompts = sample_prompts(rt, stage.rollout_prompts, demos) if stage.uses_rollouts else []
+                extra = dynamic_extra(config, stage.rollout_prompts, weights)
+                prompts = (sample_prompts(rt, stage.rollout_prompts, demos, config.data.prompts_per_step + extra)
+                           if stage.uses_rollouts else [])
+            sampling_metrics: dict[str, float] = {}
             if stage.uses_rollouts:
                 rollouts = generate(rt, prompts)
                 score(rt, rollouts, times)
+                if extra:
+                    rollouts, sampling_metrics = select_groups(rollouts, config.data.prompts_per_step)
                 assign_advantages(rollouts, weights, rt.objective.pg)
             result = optimize(rt, (demos if weights.mu > 0 else []) + rollouts, weights, times)
             disc_metrics: dict[str, float] = {}
@@ -146,11 +169,16 @@ def train(config: RunConfig, plan=None, stop_request: StopRequest | None = None)
 
             rt.step += 1
             count_step(rt.loop, result.skipped, rt.chunks)
-            phases = {**(rt.colocation.metrics if rollouts else {}), **times}
+            round_metrics = dict(rt.colocation.metrics) if rollouts else {}  # before eval's round
+            eval_result: dict[str, float] = {}
+            if config.eval.every and rt.step % config.eval.every == 0:
+                with timed(times, "eval"):
+                    eval_result = run_eval(rt, rt.eval_prompt_ids, rt.eval_prompts, config.eval_max_tokens)
+            phases = {**round_metrics, **times}
             outcome = StepOutcome(weights, demos, rollouts, result, time.perf_counter() - start,
-                                  phase_metrics=phases, disc_metrics=disc_metrics,
+                                  phase_metrics=phases, disc_metrics=disc_metrics, sampling_metrics=sampling_metrics,
                                   has_discriminator=rt.discriminator is not None)
-            metrics = step_metrics(outcome, rt.arch, world, nodes)
+            metrics = {**step_metrics(outcome, rt.arch, world, nodes), **eval_result}
             try:
                 check_streak(rt.loop, config.train.max_nonfinite_steps,
                              lambda: latest_checkpoint(config.checkpoint_dir))

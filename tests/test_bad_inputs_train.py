@@ -193,6 +193,13 @@ def test_resume_with_a_data_file_of_another_size(case):
     case.fails([], r"demos\.jsonl has 90 records, but .*iter_0000002 was taken with 92")
 
 
+def test_bad_eval_file_records(case, tmp_path):
+    bad = tmp_path / "held_out.jsonl"
+    bad.write_text('{"key": 1, "prompt": "Say hi.", "instruction_id_list": ["change_case:english_capital"], "kwargs": [{}]}\n'
+                   '{"key": 2, "prompt": "Say hi.", "instruction_id_list": ["no:such"], "kwargs": [{}]}\n')
+    case.fails([f"eval.file={bad}", "eval.every=1"], r"held_out\.jsonl:2: .*no:such")
+
+
 def test_resume_with_another_data_order_seed(case):
     stream = {"epoch": 0, "cursor": 4, "size": 92, "seed": 0}
     write_checkpoint(case, state={"demo_stream": stream, "rl_stream": {**stream, "seed": 1}})

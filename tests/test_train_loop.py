@@ -103,15 +103,23 @@ def test_bad_runs_fail_clearly(hf_dir, tmp_path):
 
 def test_cotrained_discriminator_trains_logs_and_resumes(hf_dir, tmp_path):
     """A-GRPO with the co-trained discriminator (Megatron backbone initialized from the policy):
-    it takes a step per policy step, logs loss/accuracy, and its state is part of checkpoints."""
+    it takes a step per policy step, logs loss/accuracy, and its state is part of checkpoints.
+    Each step takes 2 mini-batches x 2 epochs of policy updates against one pi_old, so the later
+    updates see a ratio away from 1 (approx_kl > 0, averaged over the 4 updates), and keeps 2 of
+    4 rolled-out groups (dynamic sampling)."""
     run_dir = tmp_path / "cotrained"
     extra = ["objective.variant=a-grpo", "discriminator.kind=cotrained", f"discriminator.cotrained_init={hf_dir}",
-             "discriminator.cotrained.lr=1e-3", "train.steps=2", "checkpoint.every=2"]
+             "discriminator.cotrained.lr=1e-3", "train.mini_batches=2", "train.epochs=2",
+             "rollout.dynamic_sampling_prompts=2",
+             "train.steps=2", "checkpoint.every=2"]
     run(run_dir, hf_dir, extra)
     first = rows(run_dir)
     for step in (1, 2):
         assert 0.0 <= first[step]["disc/acc"] <= 1.0 and first[step]["disc/loss"] > 0
         assert first[step]["loss/pg_adv"] != 0 or first[step]["objective/lambda_adv"] > 0
+        assert first[step]["pg_adv/approx_kl"] > 0
+        # Dynamic sampling: 2 + 2 prompts rolled out, 2 groups (4 responses) trained on.
+        assert first[step]["rollout/dynamic_sampled_groups"] == 4.0 and first[step]["rollout/count"] == 4
     with_disc = ROLLOUT_PHASES | {"disc_score", "disc_update"}
     assert_time_explained(first[1], with_disc)
     assert_time_explained(first[2], with_disc | {"checkpoint"})  # checkpoint.every=2
@@ -128,7 +136,8 @@ def test_staged_variant_switches_weights_lr_optimizer_and_reference_and_resumes(
     reference for GRPO: the first stage trains on demonstrations only, the second on rollouts
     only; each stage runs its own schedule; the KL at the GRPO stage's first step is exactly 0
     (the reference is the policy that step starts from); and a run resumed after the boundary
-    (from step 3: the reference must come from its saved copy) repeats step 4 exactly."""
+    (from step 3: the reference must come from its saved copy) repeats step 4 exactly, its
+    held-out evaluation included."""
     import shutil
 
     from train_runs import assert_rows_equal
@@ -139,7 +148,7 @@ def test_staged_variant_switches_weights_lr_optimizer_and_reference_and_resumes(
     staged = ["objective.variant=sft->grpo", "objective.first_stage_steps=2", "objective.first_stage_lr=0.01",
               "objective.reset_optimizer=true", "objective.refresh_reference=true", "objective.beta=0.1",
               "optimizer.warmup_steps=0", "discriminator.kind=none", "train.steps=4", "checkpoint.every=1",
-              "checkpoint.keep_last=4"]
+              "checkpoint.keep_last=4", "eval.file=recipes/data/toy_eval.jsonl", "eval.every=2", "eval.limit=6"]
     out = run(run_dir, hf_dir, staged)
     first = rows(run_dir)
     assert first[1]["objective/mu"] == 1.0 and "reward/task_mean" not in first[1] and first[1]["loss/sft"] > 0
@@ -156,8 +165,14 @@ def test_staged_variant_switches_weights_lr_optimizer_and_reference_and_resumes(
     # Every phase is timed; each step saves a checkpoint (checkpoint.every=1); GRPO with beta > 0
     # also recomputes reference log-probs.
     assert_time_explained(first[1], {"data", "train", "checkpoint"})  # SFT: no engine, no old log-probs
-    for step in (3, 4):
-        assert_time_explained(first[step], ROLLOUT_PHASES | {"ref_logprobs", "checkpoint"})
+    assert_time_explained(first[2], {"data", "train", "checkpoint", "eval"})
+    assert_time_explained(first[3], ROLLOUT_PHASES | {"ref_logprobs", "checkpoint"})
+    assert_time_explained(first[4], ROLLOUT_PHASES | {"ref_logprobs", "checkpoint", "eval"})
+    # Held-out evaluation every 2 steps (6 prompts, greedy), also in the SFT stage.
+    for step in (2, 4):
+        assert 0.0 <= first[step]["eval/prompt_strict"] <= first[step]["eval/instruction_loose"] <= 1.0
+        assert first[step]["eval/response_len_mean"] > 0
+    assert not any(k.startswith("eval/") for k in {**first[1], **first[3]})
     assert (run_dir / "checkpoints" / f"reference_{layout.iteration_name(2)}" / "weights").is_dir()
     # Resume from step 3: the reference refreshed at the boundary is read back, not rebuilt.
     checkpoints = run_dir / "checkpoints"

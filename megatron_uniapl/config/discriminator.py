@@ -85,6 +85,24 @@ class CoTrainedDiscriminatorConfig:
             if v is not None and v <= 0:
                 raise ValueError(f"{where}.{name} must be > 0 or None, got {v}")
         validate_template(self.template, f"{where}.template")
+        if "{reference}" in self.template.replace("{{", "").replace("}}", ""):
+            # Trained on (expert answer, policy answer) pairs to the same prompt, a classifier that
+            # also sees the reference learns "the response equals the reference", which tells an
+            # expert answer from the policy's perfectly and the policy nothing.
+            raise ValueError(f"{where}.template shows the discriminator the expert reference; a co-trained "
+                             f"classifier would learn 'response == reference': use {{prompt}} and {{response}} only")
+
+
+@dataclass
+class OverlapScorerConfig:
+    """What the model-free overlap scorer (`discriminator.kind=overlap`) compares."""
+
+    case_sensitive: bool = False
+    """Compare words with their case: "SWIMMING" and "swimming" then differ, so a response in the
+    expert's case scores higher (IFEval's case constraints show in the score)."""
+    punctuation: bool = False
+    """Count each punctuation mark as a token of its own: a response that punctuates like the
+    expert (commas, a closing phrase's full stop, quotation marks) scores higher."""
 
 
 FROZEN_DTYPES = ("float32", "bfloat16", "float16")

@@ -47,7 +47,16 @@ class TrainSection:
     """The length and batching of the run."""
 
     steps: int = 100
-    """Optimizer steps in total, over all stages."""
+    """Training steps in total, over all stages. A step is one batch of demonstrations and
+    rollouts, trained on with `mini_batches` x `epochs` optimizer updates (1 by default); stages,
+    the mu schedule, checkpoints and metrics rows count steps."""
+    mini_batches: int = 1
+    """Optimizer updates per pass over a step's batch: the demonstrations and the rollout groups
+    are dealt round-robin into this many mini-batches, each normalized by its own token counts.
+    The old log-probs are computed once, before the first update, so from the second update on
+    the ratio pi/pi_old moves away from 1 and clipping (and TIS) act. 1: one update per step."""
+    epochs: int = 1
+    """Passes over the step's mini-batches (PPO epochs)."""
     seed: int = 0
     """The run's seed: rollout sampling, Megatron's RNG, the discriminator head's initialization,
     the data order (unless `data.shuffle_seed` is set) and, with `model.create_tiny`, the tiny
@@ -66,8 +75,13 @@ class TrainSection:
     checkpoint saves can keep some ranks away from the next collective for many minutes at 32B;
     too short a value kills a healthy job, too long a value delays the failure of a hung one."""
 
+    @property
+    def updates_per_step(self) -> int:
+        """Optimizer updates per training step (what learning-rate schedules count)."""
+        return self.mini_batches * self.epochs
+
     def validate(self) -> None:
-        for name in ("steps", "micro_batch_tokens", "max_nonfinite_steps"):
+        for name in ("steps", "micro_batch_tokens", "max_nonfinite_steps", "mini_batches", "epochs"):
             if getattr(self, name) < 1:
                 raise ValueError(f"train.{name} must be >= 1, got {getattr(self, name)}")
         if self.process_group_timeout_s <= 0:
@@ -95,6 +109,32 @@ class CheckpointSection:
             raise ValueError(f"checkpoint.every must be >= 0 and keep_last >= 1, got {self.every}, {self.keep_last}")
         if not self.resume:
             raise ValueError("checkpoint.resume is empty; use 'auto', 'none' or a path")
+
+
+@dataclass
+class EvalSection:
+    """Held-out evaluation during training, through the co-located engine."""
+
+    file: str | None = None
+    """IFEval-format JSONL of held-out prompts (key, prompt, instruction_id_list, kwargs), as
+    `tools/eval.py` reads; checked record by record before the run starts."""
+    every: int = 0
+    """Evaluate after every N-th step (greedy, one response per prompt) and log `eval/*` with
+    that step's metrics; 0 = never."""
+    limit: int | None = None
+    """Evaluate the first N prompts of the file only (a cheaper, noisier figure)."""
+    max_tokens: int | None = None
+    """Longest greedy response, in tokens; None: `rollout.sampling.max_tokens`."""
+
+    def validate(self) -> None:
+        if self.every < 0:
+            raise ValueError(f"eval.every must be >= 0, got {self.every}")
+        if self.every and not self.file:
+            raise ValueError(f"eval.every is {self.every} but eval.file is not set")
+        if self.limit is not None and self.limit < 1:
+            raise ValueError(f"eval.limit must be >= 1 or null, got {self.limit}")
+        if self.max_tokens is not None and self.max_tokens < 1:
+            raise ValueError(f"eval.max_tokens must be >= 1, got {self.max_tokens}")
 
 
 @dataclass

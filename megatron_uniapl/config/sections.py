@@ -24,6 +24,7 @@ from typing import Literal
 from megatron_uniapl.config.discriminator import (
     CoTrainedDiscriminatorConfig,
     FrozenScorerConfig,
+    OverlapScorerConfig,
 )
 from megatron_uniapl.config.lr_plan import StageLR, stage_lr_plan
 from megatron_uniapl.config.model import ModelOptions
@@ -40,6 +41,7 @@ from megatron_uniapl.config.rollout import (
 )
 from megatron_uniapl.config.run import (
     CheckpointSection,
+    EvalSection,
     LoggingSection,
     OptimizerSection,
     PlanSection,
@@ -160,6 +162,13 @@ class RolloutSection:
     1e-3 for float32 (measured ~2e-6) and 0.1 for bfloat16/float16 (rounding differences between
     two kernel sets are ~1e-2; a wrong or partial sync is off by whole nats)."""
 
+    dynamic_sampling_prompts: int = 0
+    """Dynamic sampling: roll out this many RL prompts beyond `data.prompts_per_step` in steps
+    with a task term, then keep `data.prompts_per_step` groups, those whose task rewards differ
+    first (a group whose rewards are all equal has advantage 0 and teaches the task term
+    nothing), filling up with equal ones in prompt order when too few differ, so the batch stays
+    full. Costs the extra prompts' generation and scoring. 0 = off."""
+
     def sampling_config(self, seed: int | None = None) -> SamplingConfig:
         """The SamplingConfig of one rollout call: `sampling` with n = group_size."""
         return replace(self.sampling, n=self.group_size, seed=self.sampling.seed if seed is None else seed)
@@ -177,6 +186,8 @@ class RolloutSection:
             raise ValueError(f"rollout.group_size must be <= {MAX_SAMPLES_PER_PROMPT}, got {self.group_size}")
         if self.verify_every < 0:
             raise ValueError(f"rollout.verify_every must be >= 0, got {self.verify_every}")
+        if self.dynamic_sampling_prompts < 0:
+            raise ValueError(f"rollout.dynamic_sampling_prompts must be >= 0, got {self.dynamic_sampling_prompts}")
         if self.verify_tolerance is not None and self.verify_tolerance <= 0:
             raise ValueError(f"rollout.verify_tolerance must be > 0, got {self.verify_tolerance}")
         if self.sampling.n != 1:
@@ -228,6 +239,8 @@ class DiscriminatorSection:
     """Settings of kind "frozen" (its `path` is required)."""
     cotrained: CoTrainedDiscriminatorConfig = field(default_factory=CoTrainedDiscriminatorConfig)
     """Settings of kind "cotrained"."""
+    overlap: OverlapScorerConfig = field(default_factory=OverlapScorerConfig)
+    """Settings of kind "overlap" (case and punctuation awareness)."""
     cotrained_init: str | None = None
     """kind "cotrained": a HF Qwen3 directory whose weights initialize the discriminator's
     backbone (e.g. the policy's starting checkpoint, or a smaller Qwen3); its architecture is
@@ -313,6 +326,8 @@ class RunConfig:
     """Run length, seed and batching."""
     checkpoint: CheckpointSection = field(default_factory=CheckpointSection)
     """Checkpoint schedule and resume."""
+    eval: EvalSection = field(default_factory=EvalSection)
+    """Held-out evaluation during training (`eval.every`)."""
     logging: LoggingSection = field(default_factory=LoggingSection)
     """Metrics and logs."""
     plan: PlanSection = field(default_factory=PlanSection)
@@ -329,6 +344,11 @@ class RunConfig:
         return stage_lr_plan(self.objective_config().stages, o.lr, o.min_lr, o.warmup_steps, self.train.steps)
 
     @property
+    def eval_max_tokens(self) -> int:
+        """`eval.max_tokens`, or `rollout.sampling.max_tokens` when that is unset."""
+        return self.eval.max_tokens if self.eval.max_tokens is not None else self.rollout.sampling.max_tokens
+
+    @property
     def data_seed(self) -> int:
         """The seed of the data order: `data.shuffle_seed`, or `train.seed` when that is unset."""
         return self.train.seed if self.data.shuffle_seed is None else self.data.shuffle_seed
@@ -339,10 +359,27 @@ class RunConfig:
             raise ConfigError("model.hf_dir is not set; the architecture is read from its config.json")
         check_finite(self)
         for name in ("model", "rollout", "discriminator", "reward", "data", "optimizer", "train",
-                     "checkpoint", "logging", "plan"):
+                     "checkpoint", "eval", "logging", "plan"):
             _checked(name, getattr(self, name).validate)
         objective = self.objective_config()
         needs_engine = any(s.uses_rollouts for s in objective.stages)
+        if self.eval.every and not needs_engine:
+            raise ConfigError(f"eval.every is {self.eval.every} but no stage of objective {objective.variant!r} "
+                              f"rolls out, so there is no engine to evaluate with (use tools/eval.py on a checkpoint)")
+        if self.eval.every and self.data.max_prompt_tokens + self.eval_max_tokens > self.rollout.engine.max_model_len:
+            raise ConfigError(f"data.max_prompt_tokens ({self.data.max_prompt_tokens}) + eval.max_tokens "
+                              f"({self.eval_max_tokens}) exceeds rollout.engine.max_model_len "
+                              f"({self.rollout.engine.max_model_len})")
+        minis = self.train.mini_batches
+        if minis > 1:
+            rl = any(s.rollout_prompts == "rl" for s in objective.stages)
+            demo_kind = any(s.uses_demos or s.rollout_prompts == "demo" for s in objective.stages)
+            if rl and minis > self.data.prompts_per_step:
+                raise ConfigError(f"train.mini_batches ({minis}) exceeds data.prompts_per_step "
+                                  f"({self.data.prompts_per_step}): every mini-batch needs a rollout group")
+            if demo_kind and minis > self.data.demos_per_step:
+                raise ConfigError(f"train.mini_batches ({minis}) exceeds data.demos_per_step "
+                                  f"({self.data.demos_per_step}): every mini-batch needs a demonstration")
         for i, stage_lr in enumerate(self.lr_plan() or []):
             if stage_lr.min_lr > stage_lr.lr:
                 raise ConfigError(f"objective.stages[{i}].min_lr ({stage_lr.min_lr}) exceeds the stage's learning "

@@ -59,6 +59,8 @@ class StepOutcome:
     loop's own, which do not overlap) and the rollout round's memory."""
     disc_metrics: dict[str, float] = field(default_factory=dict)
     """The co-trained discriminator's update metrics."""
+    sampling_metrics: dict[str, float] = field(default_factory=dict)
+    """What dynamic sampling rolled out and kept (algorithm/dynamic_sampling.py)."""
     has_discriminator: bool = False
     """Whether rollouts carry a discriminator score."""
 
@@ -108,6 +110,7 @@ def step_metrics(outcome: StepOutcome, arch: Qwen3Arch, world: int, nodes: int) 
     trained = (o.demos if o.weights.mu > 0 else []) + o.rollouts
     metrics = {
         **from_last_stage(r.metrics), **with_other_time(o.phase_metrics, o.elapsed_s), **o.disc_metrics,
+        **o.sampling_metrics,
         "objective/mu": o.weights.mu, "objective/lambda_adv": o.weights.lambda_adv,
         "optim/lr": r.learning_rate, "optim/grad_norm": r.grad_norm, "optim/skipped": float(r.skipped),
         "throughput/tokens_per_s": sum(s.num_tokens for s in trained) / o.elapsed_s,
@@ -122,6 +125,7 @@ def step_metrics(outcome: StepOutcome, arch: Qwen3Arch, world: int, nodes: int) 
         metrics.update(truncation_metrics(o.rollouts))
         metrics.update(constraint_pass_rates(o.rollouts))
         metrics["rollout/response_len_mean"] = _mean([len(s.response_ids) for s in o.rollouts])
+        metrics["rollout/count"] = float(len(o.rollouts))  # trained on (after dynamic sampling)
         if o.has_discriminator:
             metrics["disc/score_mean"] = _mean([s.disc_score for s in o.rollouts])
     if o.demos:

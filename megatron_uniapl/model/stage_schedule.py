@@ -39,19 +39,24 @@ def _stage_scheduler_class(base_lr: float):
 class StagedLRSchedule:
     """Per-stage learning-rate schedules, switched by `enter(step)` before each optimizer step."""
 
-    def __init__(self, optimizer, plan: Sequence[StageLR], decay_style: str, weight_decay: float, base_lr: float):
-        """`base_lr`: the learning rate the optimizer was built with (`optimizer.lr`)."""
+    def __init__(self, optimizer, plan: Sequence[StageLR], decay_style: str, weight_decay: float, base_lr: float,
+                 updates_per_step: int = 1):
+        """`base_lr`: the learning rate the optimizer was built with (`optimizer.lr`);
+        `updates_per_step`: optimizer updates per training step (a stage decays over its steps
+        times this; warm-up counts updates, as the run-long schedule's does)."""
         if not plan:
             raise ValueError("a staged learning-rate schedule needs at least one stage")
         self.optimizer, self.plan = optimizer, list(plan)
         self.decay_style, self.weight_decay = decay_style, weight_decay
         self._scheduler_class = _stage_scheduler_class(base_lr)
+        self.updates_per_step = updates_per_step
         self.index = 0
         self.inner = self._build(0)
 
     def _build(self, index: int):
         s = self.plan[index]
-        return lr_scheduler(self.optimizer, s.lr, s.min_lr, s.warmup_steps, max(s.steps, s.warmup_steps + 1),
+        decay = max(s.steps * self.updates_per_step, s.warmup_steps + 1)
+        return lr_scheduler(self.optimizer, s.lr, s.min_lr, s.warmup_steps, decay,
                             self.decay_style, self.weight_decay, scheduler_class=self._scheduler_class)
 
     def enter(self, step: int) -> bool:
