@@ -234,8 +234,10 @@ def test_scancel_then_resubmit_resumes_from_the_last_checkpoint(repo, env):
     info = wait(first, env, until=lambda i: i["JobState"] in DONE or any(r["step"] == 2 for r in rows(run_dir)))
     assert info["JobState"] == "RUNNING", f"job {first} ended before it could be cancelled:\n{log_of(info)[-3000:]}"
     sh(["scancel", first], env, repo)
-    before = {r["step"]: r for r in rows(run_dir)}
     cancelled = wait(first, env)
+    # Read once the job has ended: a step's row is written after its checkpoint, so the step
+    # that was running when SIGTERM came (and is saved on the stop request) logs its row later.
+    before = {r["step"]: r for r in rows(run_dir)}
     assert cancelled["JobState"] == "CANCELLED"
     assert (run_dir / "checkpoints" / "iter_0000002").is_dir()
 
