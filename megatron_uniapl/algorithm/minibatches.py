@@ -30,21 +30,19 @@ def split_minibatches(samples: Sequence[Sample], n: int) -> list[list[Sample]]:
         return [list(samples)]
     groups: dict[int, int] = {}
     demos = 0
-    slot = []
+    slot = []  # each sample's place in its kind's order: the demonstration's, or its group's
     for s in samples:
         if s.kind == SampleKind.ROLLOUT:
-            if s.group_id not in groups:
-                groups[s.group_id] = len(groups)
-            slot.append(("g", groups[s.group_id]))
+            slot.append(groups.setdefault(s.group_id, len(groups)))
         else:
-            slot.append(("d", demos))
+            slot.append(demos)
             demos += 1
     if (demos and demos < n) or (groups and len(groups) < n) or not samples:
         raise ValueError(
             f"{demos} demonstrations and {len(groups)} rollout groups cannot fill {n} mini-batches: each "
             f"mini-batch needs at least one of every kind the step trains on (lower train.mini_batches)")
     out: list[list[Sample]] = [[] for _ in range(n)]
-    for s, (_, index) in zip(samples, slot):
+    for s, index in zip(samples, slot):
         out[index % n].append(s)
     return out
 
