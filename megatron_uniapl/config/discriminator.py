@@ -109,6 +109,40 @@ FROZEN_DTYPES = ("float32", "bfloat16", "float16")
 """Dtypes the frozen scorer can run in (torch dtype names)."""
 
 
+@dataclass(frozen=True)
+class FrozenInputLayout:
+    """How the frozen scorer lays a triple out: a preset's defaults with the user's overrides."""
+
+    preset: str
+    """"custom" (fill `template`) or "polar" (POLAR's reference-then-candidate layout)."""
+    template: str
+    """The "custom" layout (unused by "polar")."""
+    add_bos: bool
+    """Prepend the tokenizer's BOS token id."""
+    joiner: str
+    """"polar": the text between the prompt and the reference, and the prompt and the response."""
+    reward_token: str
+    """"polar": the special token between the reference side and the candidate side ("" = none)."""
+    score_token: str
+    """"polar": the special token appended last, where the head reads the score ("" = none)."""
+
+
+POLAR_DEFAULTS = {"add_bos": True, "joiner": "\n", "reward_token": "<|reward|>", "score_token": "[UNUSED_TOKEN_130]"}
+"""What preset "polar" sets, as published for InternLM's POLAR reward models (xtuner's
+RewardModelClient and POLAR's fine-tuning configs): a BOS token, prompt + "\\n" + reference, the
+special token <|reward|>, prompt + "\\n" + response, and [UNUSED_TOKEN_130] (id 92527, the
+checkpoint's `reward_token_id`) last. docs/method.md lists what is assumed beyond that."""
+
+PRESET_DEFAULTS = {
+    "custom": {"add_bos": False, "joiner": "", "reward_token": "", "score_token": ""},
+    "polar": POLAR_DEFAULTS,
+}
+"""Each preset's value of the fields a user may override (None in FrozenScorerConfig)."""
+
+POLAR_ONLY_FIELDS = ("joiner", "reward_token", "score_token")
+"""Fields that only the "polar" layout reads; setting them under "custom" is refused."""
+
+
 @dataclass
 class FrozenScorerConfig:
     """Where the frozen reward model is and how it is fed."""
@@ -116,7 +150,8 @@ class FrozenScorerConfig:
     path: str
     """Directory of a Hugging Face checkpoint (config, weights, tokenizer files)."""
     template: str = POLAR_LIKE_TEMPLATE
-    """Input layout with {prompt}, {reference}, {response} (see discriminator.base)."""
+    """Input layout with {prompt}, {reference}, {response} (see discriminator.base); read by
+    preset "custom" only."""
     batch_size: int = 16
     """Triples per forward pass."""
     max_length: int = 4096
@@ -129,10 +164,39 @@ class FrozenScorerConfig:
     """Weights and compute dtype: "float32", "bfloat16" or "float16"."""
     tokenizer_path: str | None = None
     """Tokenizer directory when it is not `path`."""
+    preset: str = "custom"
+    """Input layout: "custom" renders `template`; "polar" renders the layout of InternLM's POLAR
+    reward models (BOS, prompt + reference, <|reward|>, prompt + response, a final reward token)
+    and refuses a changed `template`. The four fields below default to the preset's choice."""
+    add_bos: bool | None = None
+    """Prepend the tokenizer's BOS token id; None = the preset's choice (custom: no, polar: yes).
+    Truncation keeps it: the input is cut after it."""
+    joiner: str | None = None
+    """"polar" only: text between the prompt and the reference, and between the prompt and the
+    response; None = "\\n" (POLAR's default "sft" wrapper; "" gives its "pretrain" wrapper)."""
+    reward_token: str | None = None
+    """"polar" only: special token between the reference side and the candidate side; None =
+    "<|reward|>", "" = none. It must be one token of the tokenizer's vocabulary."""
+    score_token: str | None = None
+    """"polar" only: special token appended after the response, the last token, whose hidden state
+    the head scores; None = "[UNUSED_TOKEN_130]", "" = none. It must be one vocabulary token."""
+    trust_remote_code: bool = False
+    """Let transformers run the code a checkpoint ships (its config's `auto_map`) for the model and
+    the tokenizer. Off unless set here: no preset turns it on. Only for checkpoints you trust."""
+
+    def layout(self) -> FrozenInputLayout:
+        """The resolved input layout: the preset's defaults where a field is None."""
+        defaults = PRESET_DEFAULTS[self.preset]
+        chosen = {name: default if getattr(self, name) is None else getattr(self, name)
+                  for name, default in defaults.items()}
+        return FrozenInputLayout(preset=self.preset, template=self.template, **chosen)
 
     def validate(self, where: str = "discriminator.frozen") -> None:
         """Raise ValueError naming the offending field."""
+        if self.preset not in PRESET_DEFAULTS:
+            raise ValueError(f"{where}.preset is {self.preset!r}; choose one of {sorted(PRESET_DEFAULTS)}")
         validate_template(self.template, f"{where}.template")
+        self._validate_preset_fields(where)
         if self.batch_size <= 0 or self.max_length <= 0:
             raise ValueError(f"{where}.batch_size and {where}.max_length must be > 0")
         if self.truncation_side not in ("left", "right"):
@@ -141,3 +205,24 @@ class FrozenScorerConfig:
             )
         if self.dtype not in FROZEN_DTYPES:
             raise ValueError(f"{where}.dtype is {self.dtype!r}; choose one of {sorted(FROZEN_DTYPES)}")
+
+    def _validate_preset_fields(self, where: str) -> None:
+        """Refuse settings the chosen preset would silently ignore, or that would drop its score token."""
+        if self.preset == "polar":
+            if self.template != POLAR_LIKE_TEMPLATE:
+                raise ValueError(f"{where}.template is not used by {where}.preset='polar'; "
+                                 f"leave it unset, or use preset 'custom' for a template of your own")
+        else:
+            for name in POLAR_ONLY_FIELDS:
+                if getattr(self, name) is not None:
+                    raise ValueError(f"{where}.{name} is only read by {where}.preset='polar' "
+                                     f"(the preset is {self.preset!r})")
+        layout = self.layout()
+        for name in ("reward_token", "score_token"):
+            token = getattr(layout, name)
+            if token != token.strip():
+                raise ValueError(f"{where}.{name} is {token!r}: a special token has no surrounding whitespace")
+        if layout.score_token and self.truncation_side == "right":
+            # The head reads the last token; cutting the end would score the middle of the input.
+            raise ValueError(f"{where}.truncation_side='right' would cut {where}.score_token "
+                             f"({layout.score_token!r}) from over-long inputs; use 'left'")
