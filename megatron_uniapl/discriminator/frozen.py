@@ -9,6 +9,9 @@ small) and scores are returned in the caller's order.
 Pooling is the model's own (the last non-padding token), so a batched score equals what the
 transformers model gives for the same text alone. Over-long inputs are cut from the LEFT by
 default: the candidate response sits at the end of the template and must survive truncation.
+
+The input layout is `FrozenScorerConfig.preset`: "custom" (a template) or "polar" (the layout of
+InternLM's POLAR reward models); `discriminator.polar_format` turns triples into token ids.
 """
 
 from __future__ import annotations
@@ -19,7 +22,8 @@ from collections.abc import Sequence
 import torch
 
 from megatron_uniapl.config.discriminator import FrozenScorerConfig
-from megatron_uniapl.discriminator.base import check_triples, render
+from megatron_uniapl.discriminator.base import check_triples
+from megatron_uniapl.discriminator.polar_format import check_tokenizer, encode_triples, truncate
 
 log = logging.getLogger(__name__)
 
@@ -36,10 +40,14 @@ class FrozenRewardModel:
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
         self.device = torch.device(device)
-        self.tokenizer = AutoTokenizer.from_pretrained(config.tokenizer_path or config.path)
-        self.tokenizer.padding_side = "right"
-        self.tokenizer.truncation_side = config.truncation_side
-        model = AutoModelForSequenceClassification.from_pretrained(config.path, dtype=getattr(torch, config.dtype))
+        self.layout = config.layout()
+        tokenizer_path = config.tokenizer_path or config.path
+        self.tokenizer = _from_pretrained(AutoTokenizer, tokenizer_path, config.trust_remote_code)
+        check_tokenizer(self.tokenizer, self.layout, tokenizer_path)
+        model = _from_pretrained(
+            AutoModelForSequenceClassification, config.path, config.trust_remote_code,
+            dtype=getattr(torch, config.dtype),
+        )
         if model.config.num_labels not in (1, 2):
             raise ValueError(
                 f"{config.path}: num_labels is {model.config.num_labels}; a discriminator needs "
@@ -62,8 +70,7 @@ class FrozenRewardModel:
     ) -> list[float]:
         """Scores in input order: the reward head's output, or log p(1)/p(0) for a binary head."""
         n = check_triples(prompts, references, responses)
-        texts = render(self.config.template, prompts, references, responses)
-        encoded = self.tokenizer(texts, add_special_tokens=False)["input_ids"]
+        encoded = encode_triples(self.tokenizer, self.layout, prompts, references, responses)
         order = sorted(range(n), key=lambda i: len(encoded[i]))
         truncated = sum(1 for ids in encoded if len(ids) > self.config.max_length)
         if truncated:
@@ -77,18 +84,43 @@ class FrozenRewardModel:
         scores = [0.0] * n
         for start in range(0, n, self.config.batch_size):
             chunk = order[start : start + self.config.batch_size]
-            batch = self.tokenizer(
-                [texts[i] for i in chunk],
-                add_special_tokens=False,
-                padding=True,
-                truncation=True,
-                max_length=self.config.max_length,
-                return_tensors="pt",
-            ).to(self.device)
+            rows = [
+                truncate(encoded[i], self.config.max_length, self.config.truncation_side, self.layout.add_bos)
+                for i in chunk
+            ]
+            input_ids, attention_mask = _pad_right(rows, self.tokenizer.pad_token_id)
             logits = self.model(
-                input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]
+                input_ids=input_ids.to(self.device), attention_mask=attention_mask.to(self.device)
             ).logits.float()
             values = logits[:, 0] if logits.shape[-1] == 1 else logits[:, 1] - logits[:, 0]
             for i, v in zip(chunk, values.tolist()):
                 scores[i] = v
         return scores
+
+
+def _pad_right(rows: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rows padded on the right to the longest, and their attention mask (1 = a real token)."""
+    # Right padding: the model pools the last non-pad token, and causal attention keeps the real
+    # tokens blind to the padding after them.
+    width = max(len(r) for r in rows)
+    input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for k, row in enumerate(rows):
+        input_ids[k, : len(row)] = torch.tensor(row, dtype=torch.long)
+        attention_mask[k, : len(row)] = 1
+    return input_ids, attention_mask
+
+
+def _from_pretrained(auto_class, path: str, trust_remote_code: bool, **kwargs):
+    """`auto_class.from_pretrained(path)`; a refusal to run the checkpoint's code names our field."""
+    try:
+        # Always a bool: with None, transformers asks on the terminal whether to run the code.
+        return auto_class.from_pretrained(path, trust_remote_code=trust_remote_code, **kwargs)
+    except ValueError as err:
+        if trust_remote_code or "trust_remote_code" not in str(err):
+            raise
+        raise ValueError(
+            f"{path}: the checkpoint ships its own code for {auto_class.__name__} (an `auto_map` in its "
+            f"config), which transformers runs only when allowed; set "
+            f"discriminator.frozen.trust_remote_code=true if you trust it"
+        ) from err
