@@ -24,7 +24,7 @@ demo: setup
 # fails in seconds.
 test: setup
 	$(PY) -m pytest -m "not slow" -q
-	$(PY) -m pytest -m "slow" -q
+	$(PY) -m pytest -m "slow" -q --durations=30
 
 bench: setup
 	$(PY) tools/bench.py

@@ -22,7 +22,7 @@ LAYERS = [
     ("stop", "nonfinite"),
     ("runtime",),
     ("train",),
-    ("gpucheck", "rehearsal"),
+    ("gpucheck", "rehearsal", "study"),
 ]
 """Bottom to top; the same list as docs/architecture.md."""
 

@@ -45,11 +45,13 @@ def tiny_qwen3_config(**overrides):
     return Qwen3Config(**fields)
 
 
-def create_tiny_qwen3(out_dir: str | Path, seed: int = 0, with_tokenizer: bool = True, **overrides) -> Path:
+def create_tiny_qwen3(out_dir: str | Path, seed: int = 0, with_tokenizer: bool = True, std: float = 0.08,
+                      norm_jitter: float = 0.1, **overrides) -> Path:
     """Write a random tiny Qwen3 (safetensors + config.json, tokenizer files too) to `out_dir`.
 
-    Weights are drawn with a larger spread than transformers' default init (std 0.02) so that
-    logits differ visibly between positions: parity tests then catch mapping mistakes.
+    By default weights are drawn with a larger spread than transformers' default init (std 0.02)
+    and norm weights jittered around 1, so that logits differ visibly between positions: parity
+    tests then catch mapping mistakes. A model meant to be trained passes std=0.02, norm_jitter=0.
     """
     import torch
     from transformers import Qwen3ForCausalLM
@@ -62,9 +64,9 @@ def create_tiny_qwen3(out_dir: str | Path, seed: int = 0, with_tokenizer: bool =
     with torch.no_grad():
         for name, param in model.named_parameters():
             if name.endswith("norm.weight"):
-                param.copy_(1.0 + 0.1 * torch.randn_like(param))
+                param.copy_(1.0 + norm_jitter * torch.randn_like(param))
             else:
-                param.normal_(0.0, 0.08)
+                param.normal_(0.0, std)
     model.save_pretrained(out, safe_serialization=True)
     if with_tokenizer:
         src = qwen3_tokenizer_dir()
