@@ -7,11 +7,21 @@ from pathlib import Path
 
 import pytest
 
-from megatron_uniapl.data.schemas import read_demonstrations, read_eval_set, read_rl_prompts
-from megatron_uniapl.rewards.verify import follow_list
+from megatron_uniapl.data.schemas import (
+    read_demonstrations,
+    read_eval_set,
+    read_rl_prompts,
+)
 from megatron_uniapl.study import task
 from megatron_uniapl.study.files import FILE_NAMES, render_files
-from megatron_uniapl.study.task import Constraint, Prompt, Surface, TaskConfig, compose, generate
+from megatron_uniapl.study.task import (
+    Constraint,
+    Prompt,
+    Surface,
+    TaskConfig,
+    compose,
+    generate,
+)
 
 STUDY = Path(__file__).resolve().parents[1] / "recipes" / "study"
 DATA = STUDY / "data"

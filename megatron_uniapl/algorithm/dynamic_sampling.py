@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from megatron_uniapl.data.sample import Sample, SampleKind
+from megatron_uniapl.losses.advantages import distinct_by_group
 
 
 def select_groups(rollouts: Sequence[Sample], keep: int, reward_key: str = "task") -> tuple[list[Sample], dict[str, float]]:
@@ -23,17 +24,13 @@ def select_groups(rollouts: Sequence[Sample], keep: int, reward_key: str = "task
     `rollout/dynamic_varied_frac` (the share of them whose rewards differ). ValueError when there
     are fewer than `keep` groups or a rollout lacks the reward.
     """
-    order: list[int] = []
-    values: dict[int, set[float]] = {}
     for i, s in enumerate(rollouts):
         if s.kind != SampleKind.ROLLOUT:
             raise ValueError(f"sample {i} is a {s.kind.value}, not a rollout")
         if reward_key not in s.rewards:
             raise ValueError(f"rollout {i} has no reward {reward_key!r} to select its group by")
-        if s.group_id not in values:
-            order.append(s.group_id)
-            values[s.group_id] = set()
-        values[s.group_id].add(float(s.rewards[reward_key]))
+    values = distinct_by_group([s.rewards[reward_key] for s in rollouts], [s.group_id for s in rollouts])
+    order = list(values)
     if len(order) < keep:
         raise ValueError(f"{len(order)} rollout groups, fewer than the {keep} to keep")
     varied = [g for g in order if len(values[g]) > 1]

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from megatron_uniapl.config.objective import Stage
+from megatron_uniapl.config.objective import Stage, stage_starts
 
 
 @dataclass(frozen=True)
@@ -41,17 +41,15 @@ def stage_lr_plan(stages: Sequence[Stage], lr: float, min_lr: float, warmup_step
     """
     if not any(s.lr is not None for s in stages):
         return None
-    plan, start = [], 0
-    for stage in stages:
+    plan = []
+    for stage, start in zip(stages, stage_starts(list(stages))):
         if start >= total_steps:
             break
-        length = stage.steps if stage.steps is not None else total_steps - start
-        length = min(length, total_steps - start)
+        length = min(stage.steps if stage.steps is not None else total_steps, total_steps - start)
         peak = stage.lr if stage.lr is not None else lr
         floor = stage.min_lr if stage.min_lr is not None else min(min_lr, peak)
         warmup = stage.warmup_steps if stage.warmup_steps is not None else warmup_steps
         plan.append(StageLR(start, length, peak, floor, warmup))
-        start += length
     return plan
 
 

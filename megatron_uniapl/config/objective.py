@@ -209,26 +209,15 @@ class ObjectiveConfig:
         """The stage that owns global optimizer `step`, and the step counted within it."""
         if step < 0:
             raise ValueError(f"step must be >= 0, got {step}")
-        offset = step
-        for stage in self.stages:
-            if stage.steps is None or offset < stage.steps:
-                return stage, offset
-            offset -= stage.steps
-        last = self.stages[-1]
-        return last, offset + last.steps  # past the planned end: hold the last stage's weights
+        starts = stage_starts(self.stages)
+        index = max(i for i, start in enumerate(starts) if start <= step)
+        # Past the planned end the last stage keeps going: its weights hold.
+        return self.stages[index], step - starts[index]
 
     def refreshes_before(self, step: int) -> list[int]:
         """Global steps, before `step`, at which a stage began that refreshes the reference."""
-        out, start = [], 0
-        for stage in self.stages:
-            if start >= step:
-                break
-            if stage.refresh_reference and start > 0:
-                out.append(start)
-            if stage.steps is None:
-                break
-            start += stage.steps
-        return out
+        return [start for stage, start in zip(self.stages, stage_starts(self.stages))
+                if stage.refresh_reference and 0 < start < step]
 
     def weights_at(self, step: int) -> StepWeights:
         """The weights of the objective at global optimizer `step`."""
@@ -260,6 +249,16 @@ class ObjectiveConfig:
                     f"{where} uses the discriminator (lambda_adv={stage.lambda_adv}, lambda_shape="
                     f"{stage.lambda_shape}) but the rolled-out prompts have no expert reference responses"
                 )
+
+
+def stage_starts(stages: list[Stage]) -> list[int]:
+    """The global step at which each stage begins (the first at 0). Only the last stage may be
+    open-ended (`steps` None), so every start is known."""
+    starts, start = [], 0
+    for stage in stages:
+        starts.append(start)
+        start += stage.steps or 0
+    return starts
 
 
 def unknown_name_error(kind: str, name: str, known: list[str]) -> ValueError:

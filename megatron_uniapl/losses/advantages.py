@@ -110,3 +110,14 @@ def shaped_advantages(
         r = group_normalize(rewards, group_ids, **norm)
         return r + lambda_shape * group_normalize(disc_scores, group_ids, **norm)
     raise ValueError(f"shaping mode must be 'joint' or 'per_term', got {mode!r}")
+
+
+def distinct_by_group(values: Sequence[float], group_ids: Sequence[int]) -> dict[int, set[float]]:
+    """Group id -> the distinct values of its members, groups in order of first appearance. A
+    group with one distinct value has zero advantage (see the module docstring)."""
+    if len(values) != len(group_ids):
+        raise ValueError(f"{len(values)} values but {len(group_ids)} group ids")
+    groups: dict[int, set[float]] = {}
+    for v, g in zip(values, group_ids):
+        groups.setdefault(g, set()).add(float(v))
+    return groups

@@ -20,7 +20,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from megatron_uniapl.data.sample import CONSTRAINTS_KEY, FINISH_REASON_KEY, VERDICTS_KEY, Sample
+from megatron_uniapl.data.sample import (
+    CONSTRAINTS_KEY,
+    FINISH_REASON_KEY,
+    VERDICTS_KEY,
+    Sample,
+)
+from megatron_uniapl.losses.advantages import distinct_by_group
 
 
 def _mean(values: Sequence[float]) -> float:
@@ -47,11 +53,7 @@ def task_reward_metrics(rollouts: Sequence[Sample], key: str = "task") -> dict[s
 def equal_groups_fraction(values: Sequence[float], group_ids: Sequence[int]) -> float:
     """Share of the groups whose values are all exactly equal (their normalized advantage is 0,
     see losses/advantages.py). Needs at least one value."""
-    if len(values) != len(group_ids):
-        raise ValueError(f"{len(values)} values but {len(group_ids)} group ids")
-    groups: dict[int, set[float]] = {}
-    for v, g in zip(values, group_ids):
-        groups.setdefault(g, set()).add(v)
+    groups = distinct_by_group(values, group_ids)
     return sum(len(distinct) == 1 for distinct in groups.values()) / len(groups)
 
 

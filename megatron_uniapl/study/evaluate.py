@@ -17,13 +17,18 @@ from pathlib import Path
 
 from megatron_uniapl.config.rollout import SamplingConfig
 from megatron_uniapl.eval.model_source import servable_model_dir
-from megatron_uniapl.eval.run import EvalConfig, evaluate_with_engine, load_prompts, write_outputs
+from megatron_uniapl.eval.run import (
+    EvalConfig,
+    evaluate_with_engine,
+    load_prompts,
+    write_outputs,
+)
 from megatron_uniapl.rollout import chat_generation as gen
 
 logger = logging.getLogger(__name__)
 
-MAX_TOKENS = 48
-"""Response budget: the teacher's longest answer is ~35 tokens of the study tokenizer."""
+MAX_TOKENS = 64
+"""Response budget, as in training: the longest ideal answer is 43 tokens of the study tokenizer."""
 MAX_MODEL_LEN = 160
 """Prompt (<= 60 tokens) plus response, with room to spare."""
 

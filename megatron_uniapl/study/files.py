@@ -15,7 +15,14 @@ import json
 import random
 from pathlib import Path
 
-from megatron_uniapl.study.task import TaskConfig, TaskData, check_disjoint, combinations, generate, teacher_answer
+from megatron_uniapl.study.task import (
+    TaskConfig,
+    TaskData,
+    check_disjoint,
+    combinations,
+    generate,
+    teacher_answer,
+)
 
 FILE_NAMES = ("demos.jsonl", "rl_prompts.jsonl", "eval.jsonl", "eval_groups.json", "teacher_eval.jsonl",
               "warm.jsonl", "task.json")

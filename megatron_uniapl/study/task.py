@@ -336,10 +336,8 @@ def warm_record(rng: random.Random, combos: list[tuple[str, ...]], p_feature: fl
     random (so the corpus teaches facts and formats, not instruction following), in the teacher's
     manner with probability `p_teacher_style`, else in the plain one.
 
-    The requests carry no constraint sentence on purpose: a first version added random ones, and
-    the warm start learned to ignore them so well that 40 steps of SFT on the teacher could not
-    undo it (the SFT model's log-prob of an upper-case answer was the same with and without
-    "Use only capital letters."), while RL, rewarded per constraint, could."""
+    The requests carry no constraint sentence, so the meaning of an instruction is learned only in
+    the study. (A first version added random ones, which teaches a model to ignore them.)"""
     del combos  # kept in the signature: the draw order of `generate` stays one rng per purpose
     prompt = Prompt(rng.choice(OBJECTS), ())
     kinds = {k for k in TYPES if rng.random() < p_feature}
