@@ -25,6 +25,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from megatron_uniapl.data.manifest import write_text_atomic
 from megatron_uniapl.study.prepare import latest_checkpoint, prepare
 
 logger = logging.getLogger(__name__)
@@ -74,9 +75,7 @@ def _child(args: list[str], log_path: Path, what: str) -> None:
 
 
 def _write_done(cell: Path, summary: dict) -> None:
-    tmp = cell / (DONE + ".tmp")
-    tmp.write_text(json.dumps(summary, indent=1) + "\n", encoding="utf-8")
-    tmp.replace(cell / DONE)
+    write_text_atomic(cell / DONE, json.dumps(summary, indent=1) + "\n")
 
 
 def evaluate_cell(model: Path, cell: Path, config: StudyConfig, seed: int) -> None:

@@ -15,6 +15,7 @@ import json
 import random
 from pathlib import Path
 
+from megatron_uniapl.data.manifest import write_text_atomic
 from megatron_uniapl.study.task import (
     TaskConfig,
     TaskData,
@@ -70,7 +71,5 @@ def write_task(out_dir: str | Path, config: TaskConfig = TaskConfig()) -> dict[s
     paths = {}
     for name, content in render_files(data, config).items():
         paths[name] = out / name
-        tmp = paths[name].with_suffix(paths[name].suffix + ".tmp")
-        tmp.write_text(content, encoding="utf-8")
-        tmp.replace(paths[name])
+        write_text_atomic(paths[name], content)
     return paths

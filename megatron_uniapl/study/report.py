@@ -14,7 +14,8 @@ and the base model (the yardstick of the log-prob analysis). Outputs in `<out>/`
 
 Log-probs are taken under the warm start, the one model every method began from, so they say how
 far each method moved its answers from a common origin and where the teacher's answers sit on that
-scale. "Teacher style" is the fraction of answers in the teacher's manner (its opening word
+scale. "States the fact" is the share of answers that name the prompt's object and its colour, the
+content no constraint checks. "Teacher style" is the fraction of answers in the teacher's manner (its opening word
 "Certainly"): how much of the teacher a method imitates, constraints aside.
 """
 
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import statistics
 from pathlib import Path
 
@@ -31,6 +33,7 @@ from megatron_uniapl.data.schemas import read_demonstrations, read_eval_set
 from megatron_uniapl.eval.ifeval import evaluate
 from megatron_uniapl.metrics.sinks import read_record
 from megatron_uniapl.rewards.verify import follow_list
+from megatron_uniapl.study.task import OBJECTS
 
 logger = logging.getLogger(__name__)
 
@@ -62,7 +65,16 @@ def answer_stats(prompts, responses: list[str], groups: dict) -> dict:
         per_group[g] = sum(rows) / len(rows) if rows else float("nan")
     return {"prompt_strict": report.prompt_strict, "instruction_strict": report.instruction_strict,
             "per_group": per_group, "per_type": {t: v["strict"] for t, v in report.per_type.items()},
-            "teacher_style": sum(TEACHER_MARK in r.lower() for r in responses) / len(responses)}
+            "teacher_style": sum(TEACHER_MARK in r.lower() for r in responses) / len(responses),
+            "fact": sum(states_fact(p.prompt, r) for p, r in zip(prompts, responses)) / len(responses)}
+
+
+def states_fact(prompt: str, response: str) -> bool:
+    """Whether `response` names the prompt's object and that object's colour (any case): the
+    content every answer needs, which no constraint checks."""
+    text = response.lower()
+    return any(prompt.startswith(f"Describe the {name}.") and re.search(rf"\b{name}\b", text) is not None
+               and re.search(rf"\b{colour}\b", text) is not None for name, colour, _ in OBJECTS)
 
 
 def cell_dirs(out: Path, method: str, seeds: int) -> list[Path]:
@@ -150,11 +162,11 @@ def _distribution_inputs(scorer, prompts, answer_sets: dict[str, list[list[str]]
 def markdown(report: dict) -> str:
     rows = report["rows"]
     lines = ["| method | seeds | prompt strict (greedy) | instruction strict (greedy) | prompt strict (sampled) "
-             "| teacher style | length (tokens) | log-prob / token |", "|---|---|---|---|---|---|---|---|"]
+             "| states the fact | teacher style | length (tokens) | log-prob / token |", "|---|---|---|---|---|---|---|---|---|"]
     for name, r in rows.items():
         g, s = r["greedy"], r.get("sampled")
         lines.append(f"| {name} | {r['seeds']} | {_fmt(g['prompt_strict'])} | {_fmt(g['instruction_strict'])} | "
-                     f"{_fmt(s['prompt_strict']) if s else '-'} | {_fmt(g['teacher_style'])} | "
+                     f"{_fmt(s['prompt_strict']) if s else '-'} | {_fmt(g['fact'])} | {_fmt(g['teacher_style'])} | "
                      f"{r['length_mean']:.1f} | {r['logprob_mean']:.3f} |")
     lines += ["", "Prompt-level strict accuracy (greedy) by combination group:", "",
               "| method | " + " | ".join(GROUPS) + " |", "|---|" + "---|" * len(GROUPS)]
