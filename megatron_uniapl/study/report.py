@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from megatron_uniapl.data.schemas import read_demonstrations, read_eval_set
+from megatron_uniapl.data.schemas import ChatMessage, read_demonstrations, read_eval_set
 from megatron_uniapl.eval.ifeval import evaluate
 from megatron_uniapl.metrics.sinks import read_record
 from megatron_uniapl.rewards.verify import follow_list
@@ -110,6 +110,13 @@ def _curves(cells: list[Path]) -> dict[str, list[float]]:
     return out
 
 
+def _times(cells: list[Path]) -> dict:
+    """Mean seconds per training step (all steps of all seeds) and per cell (train + evaluation)."""
+    steps = [r["time/step_s"] for c in cells for r in read_record(c / "train") if "time/step_s" in r]
+    cell = [json.loads((c / "done.json").read_text()).get("seconds", float("nan")) for c in cells]
+    return {"step_s": float(np.mean(steps)) if steps else float("nan"), "cell_s": float(np.mean(cell))}
+
+
 def _figure(size):
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -153,7 +160,7 @@ def plot_distributions(path: Path, lengths: dict[str, np.ndarray], logprobs: dic
 def _distribution_inputs(scorer, prompts, answer_sets: dict[str, list[list[str]]]) -> tuple[dict, dict]:
     lengths, logprobs = {}, {}
     for name, sets in answer_sets.items():
-        lp = [scorer.score(p.messages, r) for answers in sets for p, r in zip(prompts, answers)]
+        lp = [scorer.score((ChatMessage("user", p.prompt),), r) for answers in sets for p, r in zip(prompts, answers)]
         lengths[name] = np.array([x.size for x in lp], dtype=np.float64)
         logprobs[name] = np.concatenate([x for x in lp if x.size])
     return lengths, logprobs
@@ -172,6 +179,11 @@ def markdown(report: dict) -> str:
               "| method | " + " | ".join(GROUPS) + " |", "|---|" + "---|" * len(GROUPS)]
     for name, r in rows.items():
         lines.append(f"| {name} | " + " | ".join(_fmt(r["greedy"]["per_group"][g]) for g in GROUPS) + " |")
+    lines += ["", "Time on this machine (mean over seeds):", "", "| method | seconds per step | seconds per cell "
+              "(train + evaluation) |", "|---|---|---|"]
+    for name, r in rows.items():
+        if "time" in r:
+            lines.append(f"| {name} | {r['time']['step_s']:.2f} | {r['time']['cell_s']:.0f} |")
     types = sorted(next(iter(rows.values()))["greedy"]["per_type"])
     lines += ["", "Instruction-level strict accuracy (greedy) by constraint type:", "",
               "| type | " + " | ".join(rows) + " |", "|---|" + "---|" * len(rows)]
@@ -204,6 +216,7 @@ def write_report(out: Path, methods: list[str], seeds: int, data_dir: Path, base
         answer_sets[method] = [_responses(c / "eval" / "greedy" / "responses.jsonl") for c in cells]
         if method != "base":
             curves[method] = _curves(cells)
+            row["time"] = _times(cells)
     lengths, logprobs = _distribution_inputs(LogProbScorer(base_model), prompts, answer_sets)
     for name in rows:
         rows[name]["length_mean"] = float(lengths[name].mean())
