@@ -104,7 +104,7 @@ def test_no_single_answer_passes_most_prompts(data):
             passed = sum(all(ok[(c.instruction_id, json.dumps(c.kwargs, sort_keys=True))] for c in p.constraints)
                          for p, _ in data.eval)
             best = max(best, passed)
-    assert best / len(data.eval) < 0.5, best
+    assert best == 57, best  # 47.5% of 120: under half
 
 
 @pytest.mark.parametrize("kind,arg,good,bad", [
@@ -132,7 +132,7 @@ def test_shipped_tokenizer_renders_qwen3_chats_and_round_trips_every_text():
     from megatron_uniapl.tokenizer import load_tokenizer, render_qwen3_chat
 
     tok = load_tokenizer(STUDY / "tokenizer")
-    assert tok.vocab_size <= 1024 and tok.eos_id == 2 and tok.pad_id == 0
+    assert tok.vocab_size == 947 and tok.eos_id == 2 and tok.pad_id == 0
     chat = [{"role": "user", "content": "Describe the lime. Use only capital letters."}]
     assert tok.apply_chat(chat) == tok.encode(render_qwen3_chat(chat))
     assert tok.decode(tok.apply_chat(chat), skip_special_tokens=False) == render_qwen3_chat(chat)

@@ -98,15 +98,16 @@ def _fmt(cell: dict, pct: bool = True) -> str:
     return f"{cell['mean'] * scale:.1f} ± {cell['sd'] * scale:.1f}"
 
 
-def _curves(cells: list[Path]) -> dict[str, list[float]]:
-    """Metric -> per-step mean over seeds (steps where every seed logged it)."""
+def _curves(cells: list[Path]) -> dict[str, dict[str, list]]:
+    """Metric -> {"steps", "values"}: the mean over seeds at the steps where every seed logged it
+    (a staged run logs rewards only in its RL stage)."""
     out = {}
     # The last row of a step wins: a resumed run repeats the steps after its checkpoint.
     by_step = [{r["step"]: r for r in read_record(c / "train")} for c in cells]
-    steps = sorted(set.intersection(*(set(b) for b in by_step)))
     for key in CURVES:
-        if steps and all(key in b[s] for b in by_step for s in steps):
-            out[key] = [float(np.mean([b[s][key] for b in by_step])) for s in steps]
+        steps = sorted(set.intersection(*({s for s, r in b.items() if key in r} for b in by_step)))
+        if steps:
+            out[key] = {"steps": steps, "values": [float(np.mean([b[s][key] for b in by_step])) for s in steps]}
     return out
 
 
@@ -132,7 +133,7 @@ def plot_curves(path: Path, curves: dict[str, dict[str, list[float]]]) -> None:
         axes = figure.add_subplot(1, len(CURVES), i + 1)
         for method, series in curves.items():
             if key in series:
-                axes.plot(range(1, len(series[key]) + 1), series[key], label=method)
+                axes.plot(series[key]["steps"], series[key]["values"], label=method)
         axes.set_title(key + " (mean over seeds)")
         axes.set_xlabel("step")
         axes.legend(fontsize=8)
