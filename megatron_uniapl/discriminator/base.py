@@ -66,3 +66,18 @@ def render(
     return [
         template.format(prompt=p, reference=r, response=y) for p, r, y in zip(prompts, references, responses)
     ]
+
+
+def pad_right(rows: list[list[int]], pad_id: int):
+    """Token-id rows padded on the right to the longest (at least 1), and their attention mask
+    (1 = a real token), as two [rows, width] long tensors. Right padding: a classifier pools the
+    last non-pad token, and causal attention keeps the real tokens blind to the padding."""
+    import torch
+
+    width = max(1, max(len(r) for r in rows))
+    input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for k, row in enumerate(rows):
+        input_ids[k, : len(row)] = torch.tensor(row, dtype=torch.long)
+        attention_mask[k, : len(row)] = 1
+    return input_ids, attention_mask

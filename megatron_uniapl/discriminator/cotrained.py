@@ -22,7 +22,7 @@ from typing import Protocol, runtime_checkable
 import torch
 
 from megatron_uniapl.config.discriminator import CoTrainedDiscriminatorConfig
-from megatron_uniapl.discriminator.base import check_triples, render
+from megatron_uniapl.discriminator.base import check_triples, pad_right, render
 from megatron_uniapl.discriminator.classifier_loss import (
     discriminator_loss,
     log_odds_score,
@@ -133,14 +133,7 @@ class CoTrainedDiscriminator:
         else:  # a Hugging Face tokenizer
             encoded = self.tokenizer(list(texts), add_special_tokens=False)["input_ids"]
             pad = self.tokenizer.pad_token_id or 0
-        rows = [ids[-self.config.max_length :] for ids in encoded]
-        width = max(1, max(len(r) for r in rows))
-        ids = torch.full((len(rows), width), pad, dtype=torch.long)
-        mask = torch.zeros((len(rows), width), dtype=torch.long)
-        for i, r in enumerate(rows):
-            ids[i, : len(r)] = torch.tensor(r, dtype=torch.long)
-            mask[i, : len(r)] = 1
-        return ids, mask
+        return pad_right([ids[-self.config.max_length :] for ids in encoded], pad)
 
     def score(
         self, prompts: Sequence[str], references: Sequence[str], responses: Sequence[str]

@@ -22,7 +22,7 @@ from collections.abc import Sequence
 import torch
 
 from megatron_uniapl.config.discriminator import FrozenScorerConfig
-from megatron_uniapl.discriminator.base import check_triples
+from megatron_uniapl.discriminator.base import check_triples, pad_right
 from megatron_uniapl.discriminator.polar_format import check_tokenizer, encode_triples, truncate
 
 log = logging.getLogger(__name__)
@@ -88,7 +88,7 @@ class FrozenRewardModel:
                 truncate(encoded[i], self.config.max_length, self.config.truncation_side, self.layout.add_bos)
                 for i in chunk
             ]
-            input_ids, attention_mask = _pad_right(rows, self.tokenizer.pad_token_id)
+            input_ids, attention_mask = pad_right(rows, self.tokenizer.pad_token_id)
             logits = self.model(
                 input_ids=input_ids.to(self.device), attention_mask=attention_mask.to(self.device)
             ).logits.float()
@@ -96,19 +96,6 @@ class FrozenRewardModel:
             for i, v in zip(chunk, values.tolist()):
                 scores[i] = v
         return scores
-
-
-def _pad_right(rows: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Rows padded on the right to the longest, and their attention mask (1 = a real token)."""
-    # Right padding: the model pools the last non-pad token, and causal attention keeps the real
-    # tokens blind to the padding after them.
-    width = max(len(r) for r in rows)
-    input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-    attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
-    for k, row in enumerate(rows):
-        input_ids[k, : len(row)] = torch.tensor(row, dtype=torch.long)
-        attention_mask[k, : len(row)] = 1
-    return input_ids, attention_mask
 
 
 def _from_pretrained(auto_class, path: str, trust_remote_code: bool, **kwargs):
